@@ -1,0 +1,52 @@
+"""A model folder that reloads anywhere: weights, encoder config, tokenizer, schema and config.
+
+The encoder's architecture and tokenizer are saved beside the weights, so a checkpoint does not
+depend on the folder or package the encoder first came from. Loading is strict: a missing or
+unexpected weight is an error, never a silently random layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import Config, from_dict, to_dict
+from .data.docred import RelSchema
+from .model.docre import DocREModel
+
+WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = unwrap(model)
+    torch.save(model.state_dict(), path / WEIGHTS)
+    model.encoder.config.save_pretrained(path / ENCODER)
+    tokenizer.save_pretrained(path / ENCODER)
+    (path / CONFIG).write_text(json.dumps(to_dict(conf), indent=2))
+    (path / SCHEMA).write_text(json.dumps({"relations": list(schema.relations), "names": schema.names}, indent=2))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DocREModel, Config, RelSchema, object]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = Path(path)
+    for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path}: not a kddocre checkpoint (no {name})")
+    conf = from_dict(json.loads((path / CONFIG).read_text()))
+    s = json.loads((path / SCHEMA).read_text())
+    schema = RelSchema(tuple(s["relations"]), s.get("names", {}))
+    tokenizer = AutoTokenizer.from_pretrained(path / ENCODER)
+    enc_cfg = AutoConfig.from_pretrained(path / ENCODER)
+    encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
+    model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
+    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), conf, schema, tokenizer

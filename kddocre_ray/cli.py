@@ -1,0 +1,174 @@
+"""`kddocre`: train, evaluate, predict and build distant corpora from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data.docred import DocError, load_schema, read_docs, write_json
+
+SAMPLE = Path(__file__).parent / "sample"
+DEFAULT_REL_INFO = SAMPLE / "rel_info.json"  # DocRED's 96 relations, shipped with the package
+
+
+def _train(args) -> None:
+    from .config import load_config
+    from .train.job import run_train
+
+    conf = load_config(args.config, args.overrides)
+    if args.skip_bad_docs:
+        conf.data.skip_bad_docs = True
+    run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
+
+
+def _reference(args, schema, conf=None):
+    from .evaluation import Reference
+    from .metrics import frequent_relations, read_fact_file, train_facts
+
+    if args.train:
+        train, _ = read_docs(args.train, schema, skip_bad=args.skip_bad_docs)
+        facts = read_fact_file(args.facts) if args.facts else train_facts(train)
+        return Reference(facts, frequent_relations(train))
+    if conf is not None:
+        return Reference.from_config(conf, schema)
+    if args.facts:
+        return Reference(read_fact_file(args.facts), [])
+    raise SystemExit("evaluate --pred needs --train FILE (Ign facts, frequent relations) or --facts FILE")
+
+
+def _evaluate(args) -> None:
+    from .evaluation import format_metrics, load_for_inference, predict_docs
+
+    if bool(args.checkpoint) == bool(args.pred):
+        raise SystemExit("evaluate: give either --checkpoint RUN --data FILE, or --pred FILE --gold FILE")
+    if args.checkpoint:
+        if not args.data:
+            raise SystemExit("evaluate --checkpoint needs --data FILE")
+        model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
+        gold, _ = _read(args.data, schema, args.skip_bad_docs)
+        preds = predict_docs(model, conf, schema, tokenizer, gold, args.precision)
+        reference = _reference(args, schema, conf)
+        if args.out:
+            write_json(preds, args.out)
+    else:
+        if not args.gold:
+            raise SystemExit("evaluate --pred needs --gold FILE")
+        schema = load_schema(args.rel_info)
+        gold, _ = _read(args.gold, schema, args.skip_bad_docs)
+        preds = json.loads(Path(args.pred).read_text())
+        reference = _reference(args, schema)
+    metrics = reference.score(preds, gold)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{len(gold)} documents, {len(preds)} predicted triples\n{format_metrics(metrics)}")
+
+
+def _predict(args) -> None:
+    from .evaluation import load_for_inference, predict_docs
+
+    model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
+    docs, _ = _read(args.data, schema, args.skip_bad_docs)
+    preds = predict_docs(model, conf, schema, tokenizer, docs, args.precision)
+    write_json(preds, args.out)
+    print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")
+
+
+def _distant(args) -> None:
+    from .data.distant import distant_label, load_facts
+
+    schema = load_schema(args.rel_info)
+    docs, _ = _read(args.docs, schema, args.skip_bad_docs)
+    facts = load_facts(args.facts)
+    labelled, stats = distant_label(docs, facts)
+    unknown = {l["r"] for d in labelled for l in d["labels"]} - set(schema.relations)
+    if unknown:
+        raise SystemExit(f"{args.facts}: relations not in {args.rel_info}: {sorted(unknown)}")
+    write_json(labelled, args.out)
+    print(f"{stats.labels} labels on {stats.pairs} entity pairs in {stats.labelled_documents} of "
+          f"{stats.documents} documents, from {len(facts)} facts; written to {args.out}")
+
+
+def _read(path, schema, skip_bad):
+    docs, bad = read_docs(path, schema, skip_bad=skip_bad)
+    for err in bad:
+        print(f"skipped bad document: {err}", file=sys.stderr)
+    if bad:
+        print(f"{path}: skipped {len(bad)} bad documents", file=sys.stderr)
+    return docs, bad
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kddocre",
+        description="Document-level relation extraction with Adaptive Focal Loss and knowledge "
+                    "distillation (KD-DocRE), trained on Ray. Data in DocRED JSON format (.json or .json.gz).",
+        epilog="Start with: kddocre train --config configs/tiny.yaml")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model through Ray Train and score it on dev and test",
+                       description="Train through Ray Train's TorchTrainer (local Ray cluster unless "
+                                   "scale.ray_address or RAY_ADDRESS names one), keep the best checkpoint by dev F1, "
+                                   "score it, and write the run folder OUTPUT_DIR/NAME (config.yaml, checkpoint/, "
+                                   "result.json, metrics.json). Rerunning an unfinished run resumes from its last "
+                                   "checkpoint.",
+                       epilog="Overrides are dotted config keys, e.g.: kddocre train --config configs/tiny.yaml "
+                              "train.epochs=2 model.axial_layers=0 loss.name=atl name=my_run")
+    t.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    t.add_argument("--max-failures", type=int, default=0, help="worker failures Ray Train may recover from")
+    t.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="score a checkpoint on a labelled file, or a predictions file against gold",
+                       description="Either run a checkpoint on a labelled file (--checkpoint RUN --data FILE), or "
+                                   "score a DocRED submission file like the official script (--pred result.json "
+                                   "--gold FILE --train TRAIN_FILE). Ign F1 ignores correct facts seen in training: "
+                                   "from --train (its mention-name facts), --facts (a fact file), or the run's "
+                                   "own train split.")
+    e.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    e.add_argument("--data", help="labelled DocRED file to predict and score (with --checkpoint)")
+    e.add_argument("--pred", help="predictions file in DocRED submission format")
+    e.add_argument("--gold", help="gold DocRED file (with --pred)")
+    e.add_argument("--train", help="training file: Ign facts and the 10 frequent relations")
+    e.add_argument("--facts", help="fact file [[h_name, t_name, r], ...] for Ign F1 (e.g. DocRED's train_annotated.fact)")
+    e.add_argument("--rel-info", default=str(DEFAULT_REL_INFO), help="relation schema for --pred mode (default: DocRED's)")
+    e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    e.add_argument("--out", help="also write the predictions here (with --checkpoint)")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object (percent)")
+    e.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="write predicted triples for DocRED-format documents (labels not needed)")
+    r.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    r.add_argument("--data", required=True, help="DocRED-format documents")
+    r.add_argument("--out", required=True, help="output file, DocRED submission format")
+    r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    r.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    r.set_defaults(func=_predict)
+
+    d = sub.add_parser("distant", help="label documents by knowledge-base name matching (distant supervision)",
+                       description="For every ordered entity pair (h, t) label relation r when some mention name "
+                                   "of h and some mention name of t form a fact [h_name, t_name, r] of the fact "
+                                   "file (exact match). Existing labels are replaced. Output in DocRED format.")
+    d.add_argument("--docs", required=True, help="DocRED-format documents (labels optional)")
+    d.add_argument("--facts", required=True, help="JSON list of [head name, tail name, relation id]")
+    d.add_argument("--out", required=True, help="output DocRED file (.json or .json.gz)")
+    d.add_argument("--rel-info", default=str(DEFAULT_REL_INFO), help="relation schema (default: DocRED's)")
+    d.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    d.set_defaults(func=_distant)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DocError, FileNotFoundError, FileExistsError, ValueError) as e:
+        raise SystemExit(f"kddocre {args.command}: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Turn pair logits into relation triples with the threshold-class rule."""
+from __future__ import annotations
+
+import torch
+
+from .data.features import Feature, pair_index
+
+
+def decode(logits: torch.Tensor, num_labels: int = 4, fixed_threshold: bool = False) -> torch.Tensor:
+    """0/1 predictions (P, C): relations scoring above TH (or above 0 for a BCE model), at most
+    `num_labels` per pair (-1 = all); column 0 marks pairs left with no relation."""
+    logits = logits.float()
+    th = torch.zeros_like(logits[:, :1]) if fixed_threshold else logits[:, :1]
+    keep = logits > th
+    if 0 < num_labels < logits.shape[1]:
+        kth = logits.topk(num_labels, dim=1).values[:, -1:]
+        keep &= logits >= kth
+    keep[:, 0] = False
+    out = keep.float()
+    out[:, 0] = (out.sum(1) == 0).float()
+    return out
+
+
+def to_triples(pred: torch.Tensor, batch: list[Feature], id2rel: dict[int, str]) -> list[dict]:
+    """DocRED submission records for the predictions of a batch (pairs in batch order)."""
+    triples, offset = [], 0
+    for f in batch:
+        pairs = pair_index(f.n_entities)
+        rows, cols = pred[offset:offset + len(pairs), 1:].nonzero(as_tuple=True)
+        for p, c in zip(rows.tolist(), cols.tolist()):
+            h, t = pairs[p].tolist()
+            triples.append({"title": f.title, "h_idx": h, "t_idx": t, "r": id2rel[c + 1], "evidence": []})
+        offset += len(pairs)
+    return triples

