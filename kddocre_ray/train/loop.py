@@ -30,6 +30,7 @@ from ..model.encoder import load_tokenizer
 from ..task import autocast, build_model, features, load_split, predict, resolve_precision, seed_everything
 
 TRAIN_STATE = "train_state.pt"
+PROGRESS_EVERY_S = 60  # a line of progress at most this often within an epoch
 
 
 def _gather(items: list) -> list:
@@ -99,6 +100,7 @@ def train_loop(config: dict) -> None:
         batches = length_grouped_batches(lengths, tc.batch_size, tc.seed + epoch)
         batches = batches[: len(batches) - len(batches) % world or None][rank::world] if world > 1 else batches
         t0, loss_sum, docs_seen = time.time(), 0.0, 0
+        last_log = t0
         optimizer.zero_grad()
         for i, idx in enumerate(batches):
             batch = [train_feats[j] for j in idx]
@@ -109,6 +111,11 @@ def train_loop(config: dict) -> None:
             scaler.scale(loss / tc.grad_accum).backward()
             loss_sum += loss.item()
             docs_seen += len(batch)
+            if time.time() - last_log > PROGRESS_EVERY_S:
+                last_log = time.time()
+                rate = docs_seen / (last_log - t0)
+                log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(batches)} loss {loss_sum / (i + 1):.4f} "
+                    f"{rate * world:.2f} docs/s, epoch ETA {(len(batches) - i - 1) * tc.batch_size / rate:.0f}s")
             if (i + 1) % tc.grad_accum == 0 or i + 1 == len(batches):
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)

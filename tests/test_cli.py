@@ -1,0 +1,63 @@
+"""The `kddocre` command line: official-style scoring of a predictions file, distant corpus
+building, error messages and help."""
+import json
+
+import pytest
+
+from conftest import SHARED, make_doc
+from kddocre_ray.cli import main, parser
+
+
+def write(path, obj):
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_evaluate_pred_json(tmp_path, capsys):
+    """Gold: (1,2,P17) and (0,1,P27). Predicted: (1,2,P17) correct and in train; (0,2,P27) wrong.
+    P = 1/2, R = 1/2, F1 = 50; Ign: (1-1)/(2-1) = 0 -> Ign F1 0."""
+    gold = [make_doc(labels=[{"h": 1, "t": 2, "r": "P17", "evidence": []},
+                             {"h": 0, "t": 1, "r": "P27", "evidence": []}])]
+    train = [make_doc(title="train", labels=[{"h": 1, "t": 2, "r": "P17", "evidence": []}])]
+    preds = [{"title": "doc", "h_idx": 1, "t_idx": 2, "r": "P17", "evidence": []},
+             {"title": "doc", "h_idx": 0, "t_idx": 2, "r": "P27", "evidence": []}]
+    main(["evaluate", "--pred", write(tmp_path / "p.json", preds), "--gold", write(tmp_path / "g.json", gold),
+          "--train", write(tmp_path / "t.json", train), "--json"])
+    m = json.loads(capsys.readouterr().out)
+    assert (m["precision"], m["recall"], m["f1"], m["ign_f1"]) == pytest.approx((50.0, 50.0, 50.0, 0.0))
+
+
+def test_bad_document_error_names_file_document_and_field(tmp_path):
+    doc = make_doc()
+    doc["vertexSet"][1][0]["pos"] = [3, 40]
+    gold = write(tmp_path / "gold.json", [make_doc(), doc])
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--pred", write(tmp_path / "p.json", []), "--gold", gold, "--facts",
+              write(tmp_path / "f.json", [])])
+    msg = str(e.value)
+    assert "gold.json" in msg and "document 1" in msg and '"doc"' in msg and "vertexSet[1][0].pos" in msg
+
+
+def test_skip_bad_docs_counts_them(tmp_path, capsys):
+    doc = make_doc(labels=[{"h": 0, "t": 9, "r": "P17", "evidence": []}])
+    gold = write(tmp_path / "gold.json", [make_doc(), doc])
+    main(["evaluate", "--pred", write(tmp_path / "p.json", []), "--gold", gold, "--facts",
+          write(tmp_path / "f.json", []), "--skip-bad-docs"])
+    err = capsys.readouterr().err
+    assert "skipped 1 bad documents" in err and "labels[0].t" in err
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data")
+def test_distant_command_gives_benchmark_counts(tmp_path, capsys):
+    out = tmp_path / "distant.json.gz"
+    main(["distant", "--docs", str(SHARED / "docred" / "test.json"),
+          "--facts", str(SHARED / "docred" / "ref" / "train_annotated.fact"), "--out", str(out)])
+    assert "4192 labels on 3129 entity pairs in 750 of 1000 documents" in capsys.readouterr().out
+    assert out.exists()
+
+
+def test_help_explains_every_command(capsys):
+    for cmd in ([], ["train"], ["evaluate"], ["predict"], ["distant"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args([*cmd, "--help"])
+        assert "usage: kddocre" in capsys.readouterr().out

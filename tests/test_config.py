@@ -1,0 +1,52 @@
+"""Config: YAML + `extends` + dotted overrides; unknown keys and bad choices fail loudly."""
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from kddocre_ray.config import from_dict, load_config, to_dict
+
+CONFIGS = REPO / "configs"
+
+
+def test_every_shipped_config_loads():
+    for path in CONFIGS.rglob("*.yaml"):
+        conf = load_config(path)
+        assert Path(conf.data.rel_info).is_absolute()
+
+
+def test_variants_extend_the_benchmark_base():
+    atlop = load_config(CONFIGS / "redocred_mini" / "atlop.yaml")
+    teacher = load_config(CONFIGS / "redocred_mini" / "teacher.yaml")
+    assert (atlop.loss.name, atlop.model.axial_layers) == ("atl", 0)
+    assert (teacher.loss.name, teacher.model.axial_layers) == ("afl", 2)
+    assert atlop.train == teacher.train and atlop.data == teacher.data  # shared facts come from base.yaml
+    assert (atlop.data.train.start, atlop.data.train.end, atlop.data.dev.start) == (0, 450, 450)
+
+
+def test_overrides_are_typed():
+    conf = load_config(CONFIGS / "tiny.yaml", ["train.epochs=7", "train.head_lr=0.5", "loss.name=atl"])
+    assert conf.train.epochs == 7 and conf.train.head_lr == 0.5 and conf.loss.name == "atl"
+
+
+@pytest.mark.parametrize("override", ["train.epoch=3", "model.axial=2", "train.epochs=many"])
+def test_unknown_or_mistyped_keys_are_rejected(override):
+    with pytest.raises(ValueError, match="override"):
+        load_config(CONFIGS / "tiny.yaml", [override])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: %s\ntrain: {lr: 1}\n" % (CONFIGS / "tiny.yaml"))
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_config(bad)
+
+
+def test_bad_choice_is_rejected():
+    with pytest.raises(ValueError, match="loss.name"):
+        load_config(CONFIGS / "tiny.yaml", ["loss.name=focal"])
+
+
+def test_round_trip_through_dict():
+    conf = load_config(CONFIGS / "tiny.yaml")
+    assert from_dict(to_dict(conf)) == conf

@@ -1,0 +1,31 @@
+"""Decoding: the TH rule, the top-k cap and the BCE fixed threshold, and triple records."""
+import torch
+
+from kddocre_ray.data.features import Feature
+from kddocre_ray.decode import decode, to_triples
+
+
+def test_th_rule_with_top_k():
+    logits = torch.tensor([[0.0, 1.0, -1.0, 2.0], [0.0, -1.0, -2.0, -3.0]])
+    assert decode(logits, num_labels=-1).tolist() == [[0, 1, 0, 1], [1, 0, 0, 0]]
+    assert decode(logits, num_labels=1).tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]
+
+
+def test_top_k_never_admits_th_or_below_th():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 4.0]])  # only r3 beats TH even though k=2
+    assert decode(logits, num_labels=2).tolist() == [[0, 0, 0, 1]]
+
+
+def test_fixed_threshold_ignores_th_logit():
+    logits = torch.tensor([[5.0, 1.0, -1.0, 2.0]])
+    assert decode(logits, num_labels=-1, fixed_threshold=True).tolist() == [[0, 1, 0, 1]]
+
+
+def test_to_triples_maps_pairs_in_row_major_order():
+    """Pairs of 3 entities: (0,1) (0,2) (1,0) (1,2) (2,0) (2,1); the 6th row is (2, 1)."""
+    f = Feature("d", [101, 102], [[1], [2], [3]], [])
+    pred = torch.zeros(6, 3)
+    pred[:, 0] = 1
+    pred[5] = torch.tensor([0, 0, 1.0])
+    triples = to_triples(pred, [f], {0: "Na", 1: "P1", 2: "P2"})
+    assert triples == [{"title": "d", "h_idx": 2, "t_idx": 1, "r": "P2", "evidence": []}]
