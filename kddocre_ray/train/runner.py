@@ -42,12 +42,12 @@ def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.C
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
             name=RAY_DIR, storage_path=str(run_dir),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_f1",
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=max_failures)),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
-    best = max(result.best_checkpoints, key=lambda cm: cm[1]["dev_f1"])[0]
+    best = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
     return best, result.checkpoint

@@ -1,0 +1,41 @@
+"""Print the results table (markdown) from finished run folders: test F1 / Ign F1 and the analyses.
+
+    python bench/results_table.py runs/redocred_mini_atlop runs/redocred_mini_afl runs/redocred_mini_teacher
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+COLUMNS = [("F1", "f1"), ("Ign F1", "ign_f1"), ("P", "precision"), ("R", "recall"), ("freq F1", "freq_f1"),
+           ("long-tail F1", "long_tail_f1"), ("Infer-F1", "infer_f1"), ("binary F1", "binary_f1")]
+
+
+def row(run: Path) -> str:
+    m = json.loads((run / "metrics.json").read_text())
+    c = yaml.safe_load((run / "config.yaml").read_text())
+    t = m["test"]
+    hist = m["history"]
+    epoch_s = sum(h["epoch_time_s"] for h in hist) / len(hist)
+    best = max(hist, key=lambda h: h.get("dev_f1", 0))
+    cells = [c["name"], c["loss"]["name"], str(c["model"]["axial_layers"]), m["precision"], str(len(hist)),
+             f"{best.get('dev_f1', float('nan')):.2f} (ep {best['epoch']})",
+             *(f"{t[k]:.2f}" for _, k in COLUMNS), f"{t['C']}/{t['W']}/{t['MS']}/{t['MR']}",
+             f"{epoch_s / 60:.1f}", f"{m['train_time_s'] / 60:.1f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(runs: list[str]) -> None:
+    head = ["run", "loss", "axial layers", "precision", "epochs", "best dev F1", *(n for n, _ in COLUMNS),
+            "C/W/MS/MR", "min/epoch", "train min"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in runs:
+        print(row(Path(r)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
