@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def row(run: Path) -> str:
     c = yaml.safe_load((run / "config.yaml").read_text())
     t = m["test"]
     hist = m["history"]
-    epoch_s = sum(h["epoch_time_s"] for h in hist) / len(hist)
+    epoch_s = statistics.median(h["epoch_time_s"] for h in hist)
     best = max(hist, key=lambda h: h.get("dev_f1", 0))
     cells = [c["name"], c["loss"]["name"], str(c["model"]["axial_layers"]), m["precision"], str(len(hist)),
              f"{best.get('dev_f1', float('nan')):.2f} (ep {best['epoch']})",
@@ -30,7 +31,7 @@ def row(run: Path) -> str:
 
 def main(runs: list[str]) -> None:
     head = ["run", "loss", "axial layers", "precision", "epochs", "best dev F1", *(n for n, _ in COLUMNS),
-            "C/W/MS/MR", "min/epoch", "train min"]
+            "C/W/MS/MR", "median min/epoch", "train min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in runs:

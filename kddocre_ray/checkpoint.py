@@ -48,5 +48,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
     model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
     state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    # Checkpoints from before the unused pooler was dropped carry its weights: nothing reads them.
+    state = {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), conf, schema, tokenizer

@@ -122,6 +122,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         value = getattr(getattr(conf, section), name)
         if value not in allowed:
             raise ValueError(f"{path or 'config'}: {key}={value!r}; choose one of {allowed}")
+    m = conf.model
+    if not 0 <= m.chunk_overlap < m.max_length - 2:
+        raise ValueError(f"{path or 'config'}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
+                         f"model.max_length - 2 = {m.max_length - 2})")
     return _absolute_paths(conf)
 
 

@@ -50,3 +50,8 @@ def test_bad_choice_is_rejected():
 def test_round_trip_through_dict():
     conf = load_config(CONFIGS / "tiny.yaml")
     assert from_dict(to_dict(conf)) == conf
+
+
+def test_chunk_overlap_must_fit_the_window():
+    with pytest.raises(ValueError, match="chunk_overlap"):
+        load_config(CONFIGS / "tiny.yaml", ["model.max_length=128"])  # overlap 128 >= window 126

@@ -20,6 +20,8 @@ from .pooling import entity_pooling, localized_context
 class DocREModel(nn.Module):
     def __init__(self, encoder: nn.Module, cfg: ModelConfig, num_classes: int, pad_id: int = 0):
         super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused: DDP would wait forever for its gradients
         self.encoder, self.cfg, self.pad_id = encoder, cfg, pad_id
         hidden = encoder.config.hidden_size
         if cfg.emb_size % cfg.block_size:
