@@ -103,7 +103,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_two_worker_ddp_run(tmp_path):
-    """Two CPU workers under DDP: batches are sharded, dev predictions gathered, loss falls."""
+    """Two CPU workers under DDP: each takes half the batches, and the loss falls."""
     import ray
 
     from kddocre_ray.train.job import run_train
