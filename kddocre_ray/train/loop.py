@@ -72,7 +72,7 @@ def train_loop(config: dict) -> None:
     optimizer = torch.optim.AdamW(
         [{"params": encoder_params, "lr": tc.encoder_lr}, {"params": unwrap(model).head_parameters(), "lr": tc.head_lr}],
         eps=tc.adam_eps, weight_decay=tc.weight_decay)
-    per_rank = len(train_feats) // (tc.batch_size * world) or 1
+    per_rank = max(1, math.ceil(len(train_feats) / tc.batch_size) // world)  # batches per epoch and rank
     total = math.ceil(per_rank / tc.grad_accum) * tc.epochs
     if tc.max_steps:
         total = min(total, tc.max_steps)
