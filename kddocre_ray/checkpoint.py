@@ -22,11 +22,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer) -> None:
+def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,
+               state_dict: dict | None = None) -> None:
+    """`state_dict` overrides the model's own (e.g. fp32 weights gathered from a ZeRO-3 engine)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
-    torch.save(model.state_dict(), path / WEIGHTS)
+    torch.save(state_dict if state_dict is not None else model.state_dict(), path / WEIGHTS)
     model.encoder.config.save_pretrained(path / ENCODER)
     tokenizer.save_pretrained(path / ENCODER)
     (path / CONFIG).write_text(json.dumps(to_dict(conf), indent=2))

@@ -71,6 +71,8 @@ class TrainConfig:
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests); 0 = no limit
     eval_batch_size: int = 8
+    strategy: str = "ddp"  # ddp | deepspeed
+    deepspeed_config: Optional[str] = None  # JSON file, e.g. configs/deepspeed/zero2.json
 
 
 @dataclass
@@ -97,6 +99,7 @@ CHOICES = {
     "loss.name": ("afl", "atl", "bce"),
     "loss.afl_weight": ("paper", "official"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
+    "train.strategy": ("ddp", "deepspeed"),
 }
 
 
@@ -153,6 +156,8 @@ def _absolute_paths(conf: Config) -> Config:
             src.path = str(Path(src.path).expanduser().resolve())
     if d.train_facts:
         d.train_facts = str(Path(d.train_facts).expanduser().resolve())
+    if conf.train.deepspeed_config:
+        conf.train.deepspeed_config = str(Path(conf.train.deepspeed_config).expanduser().resolve())
     conf.output_dir = str(Path(conf.output_dir).expanduser().resolve())
     return conf
 

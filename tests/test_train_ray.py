@@ -78,11 +78,16 @@ def test_finished_run_is_not_overwritten_by_accident(run):
         run_train(conf)
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("strategy", [
+    ["train.strategy=ddp"],
+    ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json", "scale.num_workers=2"],
+], ids=["ddp", "deepspeed-zero2"])
+def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
     """Kill the whole driver (and its local Ray cluster) after the first checkpoint, rerun the
-    same command: it continues from that checkpoint and finishes all epochs."""
+    same command: it continues from that checkpoint (optimizer and scheduler included) and
+    finishes all epochs."""
     cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
-           *TINY, "data.train.end=24", "train.epochs=3", f"output_dir={tmp_path}", "name=r"]
+           *TINY, *strategy, "data.train.end=24", "train.epochs=3", f"output_dir={tmp_path}", "name=r"]
     snapshot = tmp_path / "r" / "ray" / "checkpoint_manager_snapshot.json"
     first = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

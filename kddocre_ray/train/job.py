@@ -22,6 +22,7 @@ from ..evaluation import CHECKPOINT, Reference, format_metrics, load_for_inferen
 from ..task import load_split, resolve_precision
 from .loop import TRAIN_STATE
 from .runner import fit
+from .strategy import DS_DIR, OPTIM_STATE
 
 
 def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print) -> dict:
@@ -41,7 +42,9 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     tmp = run_dir / f".{CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     best.to_directory(str(tmp))
-    (tmp / TRAIN_STATE).unlink(missing_ok=True)
+    for training_only in (TRAIN_STATE, OPTIM_STATE):  # optimizer states are for resuming, not for use
+        (tmp / training_only).unlink(missing_ok=True)
+    shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
     shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
     tmp.rename(run_dir / CHECKPOINT)
 

@@ -20,16 +20,18 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import load_model, save_model, unwrap
+from ..checkpoint import WEIGHTS, save_model
 from ..config import Config, from_dict
 from ..data.docred import load_schema
 from ..data.features import label_matrix, length_grouped_batches
 from ..losses import make_loss
 from ..metrics import official_scores, train_facts, read_fact_file
 from ..model.encoder import load_tokenizer
-from ..task import autocast, build_model, features, load_split, predict, resolve_precision, seed_everything
+from ..task import build_model, features, load_split, predict, resolve_precision, seed_everything
+from .strategy import make_strategy
 
 TRAIN_STATE = "train_state.pt"
+PROBE = "probe.pt"
 PROGRESS_EVERY_S = 60  # a line of progress at most this often within an epoch
 
 
@@ -39,6 +41,16 @@ def _gather(items: list) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, items)
     return [x for part in out for x in part]
+
+
+@torch.no_grad()
+def _probe(strategy, feature) -> dict:
+    """Logits of one document from the in-memory model at save time: a reloaded checkpoint must
+    reproduce them (tests compare the two under every strategy)."""
+    strategy.module.eval()
+    with strategy.autocast():
+        logits = strategy.module([feature]).float().cpu()
+    return {"title": feature.title, "logits": logits}
 
 
 def train_loop(config: dict) -> None:
@@ -64,52 +76,40 @@ def train_loop(config: dict) -> None:
     log(f"[kddocre] {len(train_feats)} train / {len(dev_feats)} dev documents, {world} worker(s) x "
         f"{threads} threads, precision {precision}, device {device}")
 
-    model = build_model(conf.model, schema, tokenizer, seed=conf.train.seed)
     tc = conf.train
-    head = {id(p) for p in model.head_parameters()}
-    encoder_params = [p for p in model.parameters() if id(p) not in head]
-    model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.AdamW(
-        [{"params": encoder_params, "lr": tc.encoder_lr}, {"params": unwrap(model).head_parameters(), "lr": tc.head_lr}],
-        eps=tc.adam_eps, weight_decay=tc.weight_decay)
+    model = build_model(conf.model, schema, tokenizer, seed=tc.seed)
     per_rank = max(1, math.ceil(len(train_feats) / tc.batch_size) // world)  # batches per epoch and rank
     total = math.ceil(per_rank / tc.grad_accum) * tc.epochs
     if tc.max_steps:
         total = min(total, tc.max_steps)
-    from transformers import get_linear_schedule_with_warmup
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    strategy = make_strategy(tc.strategy, model, tc, precision, device, total, world, tc.deepspeed_config)
     loss_fn = make_loss(conf.loss)
 
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "bad_epochs": 0, "history": []}
     resumed = ray.train.get_checkpoint()
     if resumed:
         with resumed.as_directory() as d:
-            saved, _, _, _ = load_model(d)
-            unwrap(model).load_state_dict(saved.state_dict())
-            ts = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(ts["optimizer"])
-        scheduler.load_state_dict(ts["scheduler"])
-        state = ts["state"]
+            weights = torch.load(Path(d) / WEIGHTS, map_location="cpu", weights_only=True)
+            strategy.load(Path(d), weights)
+            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=False)["state"]
         log(f"[kddocre] resumed from checkpoint after epoch {state['epoch']} (step {state['step']})")
 
     lengths = [len(f.input_ids) for f in train_feats]
     while state["epoch"] < tc.epochs and not (tc.max_steps and state["step"] >= tc.max_steps):
         epoch = state["epoch"]
-        model.train()
+        strategy.model.train()
         batches = length_grouped_batches(lengths, tc.batch_size, tc.seed + epoch)
         if world > 1:  # every rank must take the same number of steps
             batches = batches[: len(batches) - len(batches) % world][rank::world]
         t0, loss_sum, docs_seen, n_batches = time.time(), 0.0, 0, 0
         last_log = t0
-        optimizer.zero_grad()
         for i, idx in enumerate(batches):
             batch = [train_feats[j] for j in idx]
             labels = torch.cat([label_matrix(f, schema.num_classes) for f in batch]).to(device)
-            with autocast(precision, device):
-                logits = model(batch)
+            with strategy.autocast():
+                logits = strategy.model(batch)
             loss = loss_fn(logits, labels)
-            scaler.scale(loss / tc.grad_accum).backward()
+            strategy.backward(loss)
             loss_sum += loss.item()
             docs_seen += len(batch)
             n_batches += 1
@@ -118,13 +118,9 @@ def train_loop(config: dict) -> None:
                 rate = docs_seen / (last_log - t0)
                 log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(batches)} loss {loss_sum / n_batches:.4f} "
                     f"{rate * world:.2f} docs/s, epoch ETA {(len(batches) - i - 1) * tc.batch_size / rate:.0f}s")
-            if (i + 1) % tc.grad_accum == 0 or i + 1 == len(batches):
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad()
+            boundary = (i + 1) % tc.grad_accum == 0 or i + 1 == len(batches)
+            strategy.step(boundary)
+            if boundary:
                 state["step"] += 1
                 if tc.max_steps and state["step"] >= tc.max_steps:
                     break
@@ -133,8 +129,11 @@ def train_loop(config: dict) -> None:
                    "train_docs_per_s": docs_seen * world / train_time, "epoch_time_s": train_time}
 
         if dev_feats:
-            mine = dev_feats[rank::world]
-            preds = _gather(predict(unwrap(model), mine, schema, conf, precision, device))
+            # ZeRO-3 gathers weights collectively inside forward: every rank runs the same batches.
+            lockstep = getattr(strategy, "stage", 0) == 3
+            mine = dev_feats if lockstep else dev_feats[rank::world]
+            preds = predict(strategy.module, mine, schema, conf, precision, device)
+            preds = preds if lockstep else _gather(preds)
             scores = official_scores(preds, dev_docs, facts)
             metrics.update(dev_f1=scores["f1"], dev_ign_f1=scores["ign_f1"])
             improved = scores["f1"] > state["best_f1"]
@@ -144,13 +143,15 @@ def train_loop(config: dict) -> None:
         state["history"].append(metrics)
         log("[kddocre] " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
 
+        weights = strategy.full_state_dict()  # collective under ZeRO-3: every rank calls it
+        probe = _probe(strategy, train_feats[0])
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
+            strategy.save(Path(tmp), rank)  # DeepSpeed: every rank writes its shard; Ray merges them
             if rank == 0:
-                save_model(tmp, model, conf, schema, tokenizer)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "state": state}, Path(tmp) / TRAIN_STATE)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                save_model(tmp, strategy.module, conf, schema, tokenizer, weights)
+                torch.save({"state": state}, Path(tmp) / TRAIN_STATE)
+                torch.save(probe, Path(tmp) / PROBE)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(Path(tmp).iterdir()) else None
             # "score" ranks checkpoints: dev F1, or the epoch when there is no dev split (latest wins)
             ray.train.report({**metrics, "score": metrics.get("dev_f1", float(epoch + 1))}, checkpoint=checkpoint)
         if tc.patience and state["bad_epochs"] >= tc.patience:

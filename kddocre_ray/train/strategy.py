@@ -1,0 +1,149 @@
+"""How the model, optimizer and scheduler are distributed: DDP or DeepSpeed behind one interface.
+
+The loop only calls `forward`, `backward(loss)`, `step()`, `save(dir)` and `load(dir)`.
+- ddp: Ray Train's `prepare_model` (DDP across workers), torch AdamW, autocast for bf16 / fp16
+  (with a GradScaler for fp16), clipping and accumulation done here.
+- deepspeed: a DeepSpeed engine from a JSON file (ZeRO stage, offload, ...). Values written
+  "auto" in the file (batch sizes, accumulation, clipping, precision) are filled from our
+  config, so every fact has one home; anything else in the file wins.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..task import autocast
+
+OPTIM_STATE = "optim_state.pt"  # ddp: optimizer, scheduler and scaler state
+DS_DIR = "deepspeed"  # deepspeed: the engine's own (possibly partitioned) checkpoint
+DS_TAG = "state"
+
+
+def param_groups(model: nn.Module, tc: TrainConfig) -> list[dict]:
+    head = {id(p) for p in model.head_parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in head], "lr": tc.encoder_lr},
+            {"params": model.head_parameters(), "lr": tc.head_lr}]
+
+
+def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+
+
+class DDPStrategy:
+    def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device, total_steps: int):
+        import ray.train.torch
+
+        groups = param_groups(model, tc)
+        self.model = ray.train.torch.prepare_model(model)
+        self.module = getattr(self.model, "module", self.model)
+        self.optimizer = torch.optim.AdamW(groups, eps=tc.adam_eps, weight_decay=tc.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, tc, total_steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.tc, self.precision, self.device = tc, precision, device
+
+    def autocast(self):
+        return autocast(self.precision, self.device)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss / self.tc.grad_accum).backward()
+
+    def step(self, boundary: bool) -> None:
+        """Clip and step at accumulation boundaries; gradients accumulate in between."""
+        if not boundary:
+            return
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+
+    def full_state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def save(self, directory: Path, rank: int) -> None:
+        if rank == 0:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict()}, directory / OPTIM_STATE)
+
+    def load(self, directory: Path, model_state: dict) -> None:
+        self.module.load_state_dict(model_state)
+        s = torch.load(directory / OPTIM_STATE, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+
+
+def deepspeed_config(path: str, tc: TrainConfig, precision: str, world: int) -> dict:
+    """The JSON file with its "auto" values filled from our config."""
+    cfg = json.loads(Path(path).read_text())
+    auto = {
+        "train_micro_batch_size_per_gpu": tc.batch_size,
+        "gradient_accumulation_steps": tc.grad_accum,
+        "train_batch_size": tc.batch_size * tc.grad_accum * world,
+        "gradient_clipping": tc.max_grad_norm,
+    }
+    for key, value in auto.items():
+        if cfg.get(key, "auto") == "auto":
+            cfg[key] = value
+    for name in ("bf16", "fp16"):
+        section = cfg.setdefault(name, {})
+        if section.get("enabled", "auto") == "auto":
+            section["enabled"] = precision == name
+    return cfg
+
+
+class DeepSpeedStrategy:
+    def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device,
+                 total_steps: int, config_path: str, world: int):
+        import deepspeed
+
+        self.config = deepspeed_config(config_path, tc, precision, world)
+        optimizer = torch.optim.AdamW(param_groups(model, tc), eps=tc.adam_eps, weight_decay=tc.weight_decay)
+        scheduler = make_scheduler(optimizer, tc, total_steps)
+        self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config)
+        self.module = self.model.module
+        self.stage = self.model.zero_optimization_stage()
+
+    def autocast(self):
+        return contextlib.nullcontext()  # the engine holds the weights in the chosen precision
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)  # scales by 1 / accumulation steps itself
+
+    def step(self, boundary: bool) -> None:
+        self.model.step()  # called every micro-batch: the engine counts its own boundaries
+
+    def full_state_dict(self) -> dict:
+        """fp32 weights of the whole model on every rank (gathered under ZeRO-3)."""
+        if self.stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                return {k: v.detach().float().clone() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().float() for k, v in self.module.state_dict().items()}
+
+    def save(self, directory: Path, rank: int) -> None:
+        self.model.save_checkpoint(str(directory / DS_DIR), tag=DS_TAG)  # every rank writes its shard
+
+    def load(self, directory: Path, model_state: dict) -> None:
+        self.model.load_checkpoint(str(directory / DS_DIR), tag=DS_TAG)
+
+
+def make_strategy(name: str, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device,
+                  total_steps: int, world: int, deepspeed_config_path: str | None):
+    if name == "ddp":
+        return DDPStrategy(model, tc, precision, device, total_steps)
+    if name == "deepspeed":
+        if not deepspeed_config_path:
+            raise ValueError("train.strategy=deepspeed needs train.deepspeed_config (e.g. configs/deepspeed/zero2.json)")
+        return DeepSpeedStrategy(model, tc, precision, device, total_steps, deepspeed_config_path, world)
+    raise ValueError(f"train.strategy={name!r}; choose ddp or deepspeed")
