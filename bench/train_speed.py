@@ -63,7 +63,6 @@ def in_process(conf, feats, schema, precision: str, encoder_only: bool) -> float
 
 
 def through_ray(conf_path: str, overrides: list[str], precision: str, out: str) -> float:
-    import ray
 
     from kddocre_ray.train.job import run_train
 
@@ -89,7 +88,7 @@ def main() -> None:
     schema = load_schema(conf.data.rel_info)
     tok = load_tokenizer(conf.model.encoder)
     feats = features(load_split(conf.data.train, schema), tok, schema)
-    ds = [f"train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
+    ds = ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
     rows = {
         "a": ("bare encoder fwd+bwd", lambda prec, out: in_process(conf, feats, schema, prec, True)),
         "b": ("full step, one process", lambda prec, out: in_process(conf, feats, schema, prec, False)),

@@ -1,6 +1,5 @@
 """Tests for DocRED-format loading, validation and atomic writing."""
 import copy
-import gzip
 import json
 from pathlib import Path
 

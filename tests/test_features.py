@@ -1,6 +1,4 @@
 """Features: `*` markers around every mention, entity positions, pair order, label matrix."""
-import pytest
-import torch
 
 from conftest import make_doc
 from kddocre_ray.data.features import doc_features, label_matrix, length_grouped_batches, pair_index

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, to_yaml
-from ..data.docred import load_schema, write_json
+from ..data.docred import write_json
 from ..evaluation import CHECKPOINT, Reference, format_metrics, load_for_inference, predict_docs
 from ..task import load_split, resolve_precision
 from .loop import TRAIN_STATE
