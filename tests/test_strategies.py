@@ -47,6 +47,7 @@ def test_two_workers_train_and_checkpoint_reproduces_the_model(strategy, tmp_pat
         ray.shutdown()
     losses = [h["train_loss"] for h in metrics["history"]]
     assert losses[1] < losses[0]
+    assert [h["step"] for h in metrics["history"]] == [2, 4]  # 16 docs / (batch 4 x 2 workers)
 
     ckpt = tmp_path / "s" / "checkpoint"
     model, conf, schema, tokenizer = load_model(ckpt)

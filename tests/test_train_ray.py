@@ -106,20 +106,3 @@ def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
 
-
-def test_two_worker_ddp_run(tmp_path):
-    """Two CPU workers under DDP: each takes half the batches, and the loss falls."""
-    import ray
-
-    from kddocre_ray.train.job import run_train
-
-    conf = load_config(REPO / "configs" / "tiny.yaml",
-                       [*TINY, "train.epochs=2", "scale.num_workers=2", f"output_dir={tmp_path}", "name=ddp"])
-    try:
-        metrics = run_train(conf)
-    finally:
-        ray.shutdown()
-    losses = [h["train_loss"] for h in metrics["history"]]
-    assert losses[1] < losses[0]
-    assert [h["step"] for h in metrics["history"]] == [2, 4]  # 16 docs / (batch 4 x 2 workers)
-    assert metrics["dev"]["docs"] == 6
