@@ -18,16 +18,11 @@ from .model.docre import DocREModel
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,
                state_dict: dict | None = None) -> None:
     """`state_dict` overrides the model's own (e.g. fp32 weights gathered from a ZeRO-3 engine)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model = unwrap(model)
     torch.save(state_dict if state_dict is not None else model.state_dict(), path / WEIGHTS)
     model.encoder.config.save_pretrained(path / ENCODER)
     tokenizer.save_pretrained(path / ENCODER)

@@ -24,12 +24,10 @@ def _train(args) -> None:
 
 def _reference(args, schema, conf=None):
     from .evaluation import Reference
-    from .metrics import frequent_relations, read_fact_file, train_facts
+    from .metrics import read_fact_file
 
     if args.train:
-        train = _read(args.train, schema, args.skip_bad_docs)
-        facts = read_fact_file(args.facts) if args.facts else train_facts(train)
-        return Reference(facts, frequent_relations(train))
+        return Reference.from_train(_read(args.train, schema, args.skip_bad_docs), args.facts)
     if conf is not None:
         return Reference.from_config(conf, schema)
     if args.facts:

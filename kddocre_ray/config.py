@@ -83,6 +83,12 @@ class ScaleConfig:
     ray_address: Optional[str] = None  # None = start a local Ray cluster (or join RAY_ADDRESS)
 
 
+def worker_cpus(scale: ScaleConfig) -> int:
+    """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly,
+    so that workers never oversubscribe the cores."""
+    return scale.cpus_per_worker or max(1, (os.cpu_count() or 1) // scale.num_workers)
+
+
 @dataclass
 class Config:
     extends: Optional[str] = None  # base YAML file this one overrides (see _yaml_chain)

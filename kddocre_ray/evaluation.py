@@ -27,10 +27,15 @@ class Reference:
         self.facts, self.frequent = facts, frequent
 
     @classmethod
+    def from_train(cls, train_docs: list[dict], fact_file: str | None = None) -> "Reference":
+        """Ign facts from `fact_file` if given, else from the training documents' names."""
+        facts = read_fact_file(fact_file) if fact_file else train_facts(train_docs)
+        return cls(facts, frequent_relations(train_docs))
+
+    @classmethod
     def from_config(cls, conf: Config, schema: RelSchema) -> "Reference":
         train = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log=lambda *a: None)
-        facts = read_fact_file(conf.data.train_facts) if conf.data.train_facts else train_facts(train)
-        return cls(facts, frequent_relations(train))
+        return cls.from_train(train, conf.data.train_facts)
 
     def score(self, preds: list[dict], gold_docs: list[dict]) -> dict:
         return evaluate(preds, gold_docs, self.facts, self.frequent)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,12 +19,13 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import WEIGHTS, save_model
-from ..config import Config, from_dict
+from ..checkpoint import save_model
+from ..config import Config, from_dict, worker_cpus
 from ..data.docred import load_schema
 from ..data.features import label_matrix, length_grouped_batches
 from ..losses import make_loss
-from ..metrics import official_scores, train_facts, read_fact_file
+from ..evaluation import Reference
+from ..metrics import official_scores
 from ..model.encoder import load_tokenizer
 from ..task import build_model, features, load_split, predict, resolve_precision, seed_everything
 from .strategy import make_strategy
@@ -57,7 +57,7 @@ def train_loop(config: dict) -> None:
     conf: Config = from_dict(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = conf.scale.cpus_per_worker or max(1, (os.cpu_count() or 1) // conf.scale.num_workers)
+    threads = worker_cpus(conf.scale)
     torch.set_num_threads(threads)
     # Ray Train routes worker logging to the driver once (a bare print would be shown twice).
     log = logging.getLogger("kddocre").info if rank == 0 else (lambda *a, **k: None)
@@ -69,7 +69,7 @@ def train_loop(config: dict) -> None:
     train_feats = features(train_docs, tokenizer, schema)
     dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log) if conf.data.dev else []
     dev_feats = features(dev_docs, tokenizer, schema)
-    facts = read_fact_file(conf.data.train_facts) if conf.data.train_facts else train_facts(train_docs)
+    facts = Reference.from_train(train_docs, conf.data.train_facts).facts
 
     device = ray.train.torch.get_device()
     precision = resolve_precision(conf.train.precision, device)
@@ -89,8 +89,7 @@ def train_loop(config: dict) -> None:
     resumed = ray.train.get_checkpoint()
     if resumed:
         with resumed.as_directory() as d:
-            weights = torch.load(Path(d) / WEIGHTS, map_location="cpu", weights_only=True)
-            strategy.load(Path(d), weights)
+            strategy.load(Path(d))
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=False)["state"]
         log(f"[kddocre] resumed from checkpoint after epoch {state['epoch']} (step {state['step']})")
 

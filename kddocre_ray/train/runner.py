@@ -12,7 +12,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from ..config import Config, to_dict
+from ..config import Config, to_dict, worker_cpus
 from .loop import train_loop
 
 RAY_DIR = "ray"
@@ -34,7 +34,7 @@ def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.C
     and the latest checkpoint."""
     init_ray(conf)
     sc = conf.scale
-    cpus = sc.cpus_per_worker or max(1, (os.cpu_count() or 1) // sc.num_workers)
+    cpus = worker_cpus(sc)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=to_dict(conf),

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import WEIGHTS
 from ..config import TrainConfig
 from ..task import autocast
 
@@ -73,8 +74,8 @@ class DDPStrategy:
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                         "scaler": self.scaler.state_dict()}, directory / OPTIM_STATE)
 
-    def load(self, directory: Path, model_state: dict) -> None:
-        self.module.load_state_dict(model_state)
+    def load(self, directory: Path) -> None:
+        self.module.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         s = torch.load(directory / OPTIM_STATE, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
@@ -134,7 +135,7 @@ class DeepSpeedStrategy:
     def save(self, directory: Path, rank: int) -> None:
         self.model.save_checkpoint(str(directory / DS_DIR), tag=DS_TAG)  # every rank writes its shard
 
-    def load(self, directory: Path, model_state: dict) -> None:
+    def load(self, directory: Path) -> None:
         self.model.load_checkpoint(str(directory / DS_DIR), tag=DS_TAG)
 
 
