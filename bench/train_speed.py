@@ -34,6 +34,14 @@ from kddocre_ray.model.encoder import encode, load_tokenizer  # noqa: E402
 from kddocre_ray.task import autocast, build_model, features, load_split  # noqa: E402
 
 
+def load_documents(config: str, overrides: list[str]):
+    """The config and the features of its train split."""
+    conf = load_config(config, overrides)
+    schema = load_schema(conf.data.rel_info)
+    feats = features(load_split(conf.data.train, schema), load_tokenizer(conf.model.encoder), schema)
+    return conf, schema, feats
+
+
 def in_process(conf, feats, schema, precision: str, encoder_only: bool) -> float:
     """Documents/s of one pass over `feats` in this process."""
     torch.set_num_threads(os.cpu_count() or 1)
@@ -84,10 +92,7 @@ def main() -> None:
     args = p.parse_args()
 
     base = [f"data.train.end={args.docs}"]
-    conf = load_config(args.config, base)
-    schema = load_schema(conf.data.rel_info)
-    tok = load_tokenizer(conf.model.encoder)
-    feats = features(load_split(conf.data.train, schema), tok, schema)
+    conf, schema, feats = load_documents(args.config, base)
     ds = ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
     rows = {
         "a": ("bare encoder fwd+bwd", lambda prec, out: in_process(conf, feats, schema, prec, True)),
