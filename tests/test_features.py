@@ -44,6 +44,17 @@ def test_label_matrix(tokenizer, schema):
     assert y[:5, 0].tolist() == [1.0] * 5 and y[:5, 1:].sum() == 0
 
 
+def test_label_matrix_rows_follow_pair_index(tokenizer, schema):
+    """A label (h, t) lands on the row where pair_index holds (h, t), for h < t and h > t alike."""
+    labels = [{"h": 0, "t": 2, "r": "P17", "evidence": []}, {"h": 1, "t": 0, "r": "P131", "evidence": []}]
+    f = doc_features(make_doc(labels=labels), tokenizer, schema)
+    y = label_matrix(f, schema.num_classes)
+    pairs = pair_index(f.n_entities).tolist()
+    assert y[pairs.index([0, 2]), schema.rel2id["P17"]] == 1
+    assert y[pairs.index([1, 0]), schema.rel2id["P131"]] == 1
+    assert y[:, 1:].sum() == 2 and y[:, 0].sum() == len(pairs) - 2
+
+
 def test_length_grouped_batches_cover_all_and_group_lengths():
     lengths = [10, 500, 12, 480, 11, 490, 13, 470]
     batches = length_grouped_batches(lengths, 2, seed=0)

@@ -71,8 +71,9 @@ def label_matrix(f: Feature, num_classes: int) -> torch.Tensor:
     """Multi-hot labels of every pair in `pair_index` order; column 0 (TH / NA) set for no relation."""
     n = f.n_entities
     y = torch.zeros(n * (n - 1), num_classes)
-    for h, t, r in f.labels:
-        y[h * (n - 1) + t - (t > h), r] = 1.0
+    if f.labels:
+        h, t, r = torch.tensor(f.labels).T
+        y[h * (n - 1) + t - (t > h).long(), r] = 1.0
     y[:, 0] = (y[:, 1:].sum(1) == 0).float()
     return y
 

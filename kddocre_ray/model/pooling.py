@@ -11,12 +11,10 @@ def entity_pooling(seq: torch.Tensor, att: torch.Tensor,
 
     seq (N, d), att (H, N, N) -> embeddings (n, d), attention (n, H, N).
     """
-    n, most = len(entity_pos), max(len(p) for p in entity_pos)
-    idx = torch.zeros(n, most, dtype=torch.long, device=seq.device)
-    valid = torch.zeros(n, most, dtype=torch.bool, device=seq.device)
-    for e, pos in enumerate(entity_pos):
-        idx[e, :len(pos)] = torch.tensor(pos, device=seq.device)
-        valid[e, :len(pos)] = True
+    most = max(map(len, entity_pos))
+    idx = torch.tensor([p + [-1] * (most - len(p)) for p in entity_pos], device=seq.device)  # (n, m)
+    valid = idx >= 0
+    idx = idx.clamp(min=0)
     states = seq[idx].masked_fill(~valid[..., None], float("-inf"))  # (n, m, d)
     emb = torch.logsumexp(states.float(), dim=1).to(seq.dtype)
     rows = att[:, idx].permute(1, 0, 2, 3)  # (n, H, m, N)
