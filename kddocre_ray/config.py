@@ -40,6 +40,7 @@ class ModelConfig:
     chunk_overlap: int = 128  # subwords shared by consecutive chunks of a long document
     emb_size: int = 768  # ATLOP's entity-pair embedding size
     block_size: int = 64  # grouped bilinear block size
+    bilinear_chunk: int = 512  # pairs per slice of the grouped bilinear: bounds its memory, not its result
     axial_layers: int = 0  # 0 = no axial attention (the ATLOP-equivalent head)
     axial_heads: int = 4
     pair_dim: int = 0  # width of the n x n pair table; 0 = the encoder's hidden size
@@ -135,6 +136,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     if not 0 <= m.chunk_overlap < m.max_length - 2:
         raise ValueError(f"{path or 'config'}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
                          f"model.max_length - 2 = {m.max_length - 2})")
+    if m.emb_size % m.block_size or m.bilinear_chunk < 1:
+        raise ValueError(f"{path or 'config'}: model.emb_size={m.emb_size} must be a multiple of "
+                         f"model.block_size={m.block_size}, and model.bilinear_chunk >= 1")
     return _absolute_paths(conf)
 
 

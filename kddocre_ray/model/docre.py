@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.features import Feature, pair_index
 from .axial import AxialAttention
+from .bilinear import GroupedBilinear
 from .encoder import encode
 from .pooling import entity_pooling, localized_context
 
@@ -24,18 +25,15 @@ class DocREModel(nn.Module):
             encoder.pooler = None  # unused: DDP would wait forever for its gradients
         self.encoder, self.cfg, self.pad_id = encoder, cfg, pad_id
         hidden = encoder.config.hidden_size
-        if cfg.emb_size % cfg.block_size:
-            raise ValueError(f"model.emb_size {cfg.emb_size} must be a multiple of block_size {cfg.block_size}")
         self.head_extractor = nn.Linear(2 * hidden, cfg.emb_size)
         self.tail_extractor = nn.Linear(2 * hidden, cfg.emb_size)
-        bilinear = cfg.emb_size * cfg.block_size
         if cfg.axial_layers > 0:
             dim = cfg.pair_dim or hidden
-            self.project = nn.Linear(bilinear, dim)
+            self.project = GroupedBilinear(cfg.emb_size, cfg.block_size, dim, cfg.bilinear_chunk)
             self.axial = AxialAttention(dim, cfg.axial_heads, cfg.axial_layers)
             self.classifier = nn.Linear(dim, num_classes)
         else:
-            self.classifier = nn.Linear(bilinear, num_classes)
+            self.classifier = GroupedBilinear(cfg.emb_size, cfg.block_size, num_classes, cfg.bilinear_chunk)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything but the encoder: trained at the head learning rate."""
@@ -55,11 +53,9 @@ class DocREModel(nn.Module):
         hs, ts, rs = torch.cat(hs), torch.cat(ts), torch.cat(rs)
         zh = torch.tanh(self.head_extractor(torch.cat([hs, rs], dim=1)))
         zt = torch.tanh(self.tail_extractor(torch.cat([ts, rs], dim=1)))
-        k, bs = self.cfg.emb_size // self.cfg.block_size, self.cfg.block_size
-        bl = (zh.view(-1, k, bs, 1) * zt.view(-1, k, 1, bs)).reshape(-1, k * bs * bs)
         if self.cfg.axial_layers == 0:
-            return self.classifier(bl)
-        return self.classifier(self._axial(self.project(bl), batch))
+            return self.classifier(zh, zt)
+        return self.classifier(self._axial(self.project(zh, zt), batch))
 
     def _axial(self, feats: torch.Tensor, batch: list[Feature]) -> torch.Tensor:
         """Scatter pair features into a (B, n, n, d) table, run axial attention, gather back."""
