@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO
 from kddocre_ray.config import TrainConfig, load_config
-from kddocre_ray.train.strategy import deepspeed_config
+from kddocre_ray.train.strategy import deepspeed_config, make_optimizer
 from test_train_ray import TINY
 
 STRATEGIES = {
@@ -28,6 +28,24 @@ def test_deepspeed_auto_values_come_from_our_config(tmp_path):
     assert cfg["gradient_clipping"] == 0.5  # written in the file: the file wins
     assert cfg["bf16"]["enabled"] is True and cfg["fp16"]["enabled"] is False
     assert cfg["zero_optimization"] == {"stage": 2}
+
+
+def test_optimizer_is_fused_adamw_with_encoder_and_head_learning_rates():
+    """Both strategies build this optimizer: fused on CPU, encoder and head at their own rates,
+    every parameter in exactly one group."""
+    from kddocre_ray.model.docre import DocREModel
+    from kddocre_ray.config import ModelConfig
+    from transformers import BertConfig, BertModel
+
+    model = DocREModel(BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=64)), ModelConfig(emb_size=16, block_size=4), 5)
+    opt = make_optimizer(model, TrainConfig(encoder_lr=5e-5, head_lr=1e-4, adam_eps=1e-6), torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    enc, head = opt.param_groups
+    assert (enc["lr"], head["lr"], enc["eps"]) == (5e-5, 1e-4, 1e-6)
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.head_parameters()}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))

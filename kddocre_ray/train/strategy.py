@@ -31,6 +31,14 @@ def param_groups(model: nn.Module, tc: TrainConfig) -> list[dict]:
             {"params": model.head_parameters(), "lr": tc.head_lr}]
 
 
+def make_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the two learning-rate groups. Fused on CPU and CUDA: one kernel per step
+    instead of a Python loop of ~10 elementwise passes per tensor (the head's projection alone
+    holds 19M parameters)."""
+    return torch.optim.AdamW(param_groups(model, tc), eps=tc.adam_eps, weight_decay=tc.weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
 def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
@@ -41,10 +49,9 @@ class DDPStrategy:
     def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device, total_steps: int):
         import ray.train.torch
 
-        groups = param_groups(model, tc)
+        self.optimizer = make_optimizer(model, tc, device)
         self.model = ray.train.torch.prepare_model(model)
         self.module = getattr(self.model, "module", self.model)
-        self.optimizer = torch.optim.AdamW(groups, eps=tc.adam_eps, weight_decay=tc.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, tc, total_steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.tc, self.precision, self.device = tc, precision, device
@@ -107,7 +114,7 @@ class DeepSpeedStrategy:
         import deepspeed
 
         self.config = deepspeed_config(config_path, tc, precision, world)
-        optimizer = torch.optim.AdamW(param_groups(model, tc), eps=tc.adam_eps, weight_decay=tc.weight_decay)
+        optimizer = make_optimizer(model, tc, device)
         scheduler = make_scheduler(optimizer, tc, total_steps)
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config)
