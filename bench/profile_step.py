@@ -11,7 +11,7 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import REPO, load_documents, in_process  # noqa: E402
+from train_speed import REPO, in_process, load_documents
 
 
 def main() -> None:
