@@ -4,7 +4,7 @@
 
 Rows, each in fp32 and bf16 (same documents, batch 4, length-grouped):
   (a) bare encoder forward + backward over the documents (chunked like the model): the physical reference
-  (b) our full training step in one process (model, AFL loss, backward, clip, AdamW, scheduler)
+  (b) our full training step in one process (model, loss, backward, clip, the loop's fused AdamW)
   (c) Ray Train, 1 worker          (d) Ray Train DDP, 2 workers          (e) DeepSpeed ZeRO-2, 2 workers
 (c)-(e) run the real `kddocre train` path for one epoch and read the loop's own documents/s
 (worker start-up excluded). (a) and (b) run their repeats in one spawned child process, so the
