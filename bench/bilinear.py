@@ -32,7 +32,7 @@ def _measure(variant: str, precision: str, pairs: int, out: int, chunk: int, rep
     import torch
     from torch import nn
 
-    from kddocre_ray.model.bilinear import GroupedBilinear
+    from kddocre_ray.model.bilinear import GroupedBilinear, block_outer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -40,7 +40,6 @@ def _measure(variant: str, precision: str, pairs: int, out: int, chunk: int, rep
     layer = GroupedBilinear(emb, block, out, chunk)
     zh = torch.randn(pairs, emb, requires_grad=True)
     zt = torch.randn(pairs, emb, requires_grad=True)
-    k = emb // block
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -48,8 +47,7 @@ def _measure(variant: str, precision: str, pairs: int, out: int, chunk: int, rep
             if variant == "sliced":
                 y = layer(h, t)
             else:
-                bl = (h.view(-1, k, block, 1) * t.view(-1, k, 1, block)).reshape(-1, emb * block)
-                y = nn.functional.linear(bl, layer.weight, layer.bias)
+                y = nn.functional.linear(block_outer(h, t, layer.k), layer.weight, layer.bias)  # whole, like ATLOP
         y.float().square().mean().backward()
         layer.zero_grad(set_to_none=True)
         zh.grad = zt.grad = None

@@ -8,8 +8,9 @@ Rows, each in fp32 and bf16 (same documents, batch 4, length-grouped):
   (c) Ray Train, 1 worker          (d) Ray Train DDP, 2 workers          (e) DeepSpeed ZeRO-2, 2 workers
 (c)-(e) run the real `kddocre train` path for one epoch and read the loop's own documents/s
 (worker start-up excluded). (a) and (b) run their repeats in one spawned child process, so the
-driver never computes beside the Ray rows (it did once, and slowed them by a fifth). Ratios are to (a) in the same precision; the last column of (b) is
-the share of its time spent outside the encoder, from (a)'s time on the same documents.
+driver never computes beside the Ray rows (it did once, and slowed them by a fifth). Ratios are
+to (a) in the same precision; the last column of (b) is the share of its time spent outside the
+encoder, from (a)'s time on the same documents.
 """
 from __future__ import annotations
 

@@ -33,12 +33,11 @@ def test_deepspeed_auto_values_come_from_our_config(tmp_path):
 def test_optimizer_is_fused_adamw_with_encoder_and_head_learning_rates():
     """Both strategies build this optimizer: fused on CPU, encoder and head at their own rates,
     every parameter in exactly one group."""
-    from kddocre_ray.model.docre import DocREModel
     from kddocre_ray.config import ModelConfig
-    from transformers import BertConfig, BertModel
+    from kddocre_ray.model.docre import DocREModel
+    from kddocre_ray.model.encoder import load_encoder
 
-    model = DocREModel(BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                            intermediate_size=64)), ModelConfig(emb_size=16, block_size=4), 5)
+    model = DocREModel(load_encoder("tiny-random"), ModelConfig(encoder="tiny-random", emb_size=16, block_size=4), 5)
     opt = make_optimizer(model, TrainConfig(encoder_lr=5e-5, head_lr=1e-4, adam_eps=1e-6), torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
     enc, head = opt.param_groups

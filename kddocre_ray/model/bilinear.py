@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 
-def _outer(zh: torch.Tensor, zt: torch.Tensor, k: int) -> torch.Tensor:
+def block_outer(zh: torch.Tensor, zt: torch.Tensor, k: int) -> torch.Tensor:
     """Block-wise outer product: (c, k*bs) x (c, k*bs) -> (c, k*bs*bs)."""
     c, bs = zh.shape[0], zh.shape[1] // k
     return (zh.view(c, k, bs, 1) * zt.view(c, k, 1, bs)).view(c, k * bs * bs)
@@ -34,7 +34,7 @@ class _GroupedBilinear(torch.autograd.Function):
         zh, zt, w, b = (x.to(dtype) for x in (zh, zt, weight, bias))
         out = torch.empty(zh.shape[0], w.shape[0], dtype=dtype, device=zh.device)
         for s in range(0, zh.shape[0], chunk):
-            torch.addmm(b, _outer(zh[s:s + chunk], zt[s:s + chunk], k), w.t(), out=out[s:s + chunk])
+            torch.addmm(b, block_outer(zh[s:s + chunk], zt[s:s + chunk], k), w.t(), out=out[s:s + chunk])
         ctx.save_for_backward(zh, zt, w)
         ctx.k, ctx.chunk, ctx.weight_dtype = k, chunk, weight.dtype
         return out
@@ -50,7 +50,7 @@ class _GroupedBilinear(torch.autograd.Function):
         for s in range(0, zh.shape[0], chunk):
             h, t, g = zh[s:s + chunk], zt[s:s + chunk], grad_out[s:s + chunk]
             c, bs = h.shape[0], h.shape[1] // k
-            bl = _outer(h, t, k)
+            bl = block_outer(h, t, k)
             if grad_w is None:
                 grad_w = (g.t() @ bl).to(acc)
             elif acc == w.dtype:
