@@ -16,6 +16,13 @@ from .data.docred import RelSchema
 from .model.docre import DocREModel
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
+CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder or a checkpoint folder, either works."""
+    path = Path(path)
+    return path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path
 
 
 def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,
@@ -38,14 +45,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
         if not (path / name).exists():
             raise FileNotFoundError(f"{path}: not a kddocre checkpoint (no {name})")
     conf = from_dict(json.loads((path / CONFIG).read_text()))
-    s = json.loads((path / SCHEMA).read_text())
-    schema = RelSchema(tuple(s["relations"]), s.get("names", {}))
+    schema = read_schema(path)
     tokenizer = AutoTokenizer.from_pretrained(path / ENCODER)
     enc_cfg = AutoConfig.from_pretrained(path / ENCODER)
     encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
     model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
+    model.load_state_dict(load_weights(path), strict=True)
+    return model.to(device).eval(), conf, schema, tokenizer
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint folder (tensors only: no pickled objects are loaded)."""
+    path = resolve_checkpoint(path)
+    if not (path / WEIGHTS).exists():
+        raise FileNotFoundError(f"{path}: not a kddocre checkpoint (no {WEIGHTS})")
     state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
     # Checkpoints from before the unused pooler was dropped carry its weights: nothing reads them.
-    state = {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), conf, schema, tokenizer
+    return {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
+
+
+def read_schema(path: str | Path) -> RelSchema:
+    s = json.loads((resolve_checkpoint(path) / SCHEMA).read_text())
+    return RelSchema(tuple(s["relations"]), s.get("names", {}))

@@ -1,4 +1,4 @@
-"""`kddocre`: train, evaluate, predict and build distant corpora from the command line."""
+"""`kddocre`: train, distill, evaluate, predict and build distant corpora from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,17 @@ def _train(args) -> None:
     run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
 
 
+def _distill(args) -> None:
+    from .config import load_config
+    from .pipeline.distill import run_pipeline
+
+    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
+    conf = load_config(args.config, overrides)
+    if args.skip_bad_docs:
+        conf.data.skip_bad_docs = True
+    run_pipeline(conf)
+
+
 def _reference(args, schema, conf=None):
     from .evaluation import Reference
     from .metrics import read_fact_file
@@ -36,17 +47,18 @@ def _reference(args, schema, conf=None):
 
 
 def _evaluate(args) -> None:
-    from .evaluation import format_metrics, load_for_inference, predict_docs
+    from .evaluation import format_metrics
+    from .inference import Predictor
 
     if bool(args.checkpoint) == bool(args.pred):
         raise SystemExit("evaluate: give either --checkpoint RUN --data FILE, or --pred FILE --gold FILE")
     if args.checkpoint:
         if not args.data:
             raise SystemExit("evaluate --checkpoint needs --data FILE")
-        model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
-        gold = _read(args.data, schema, args.skip_bad_docs)
-        preds = predict_docs(model, conf, schema, tokenizer, gold, args.precision)
-        reference = _reference(args, schema, conf)
+        predictor = Predictor.load(args.checkpoint, precision=args.precision)
+        gold = _read(args.data, predictor.schema, args.skip_bad_docs)
+        preds = predictor.predict_docs(gold)
+        reference = _reference(args, predictor.schema, predictor.conf)
         if args.out:
             write_json(preds, args.out)
     else:
@@ -64,11 +76,11 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    from .evaluation import load_for_inference, predict_docs
+    from .inference import Predictor
 
-    model, conf, schema, tokenizer = load_for_inference(args.checkpoint)
-    docs = _read(args.data, schema, args.skip_bad_docs)
-    preds = predict_docs(model, conf, schema, tokenizer, docs, args.precision)
+    predictor = Predictor.load(args.checkpoint, precision=args.precision)
+    docs = _read(args.data, predictor.schema, args.skip_bad_docs)
+    preds = predictor.predict_docs(docs)
     write_json(preds, args.out)
     print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")
 
@@ -116,6 +128,27 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--max-failures", type=int, default=0, help="worker failures Ray Train may recover from")
     t.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     t.set_defaults(func=_train)
+
+    k = sub.add_parser(
+        "distill", help="the KD-DocRE pipeline: teacher, soft labels, student pretraining, fine-tuning, scores",
+        description="Run the paper's method on the Ray cluster named by RAY_ADDRESS or scale.ray_address (a local "
+                    "one when there is none): (1) train the teacher on data.train; (2) ingest distill.corpus and "
+                    "write the teacher's logits for every entity pair to Parquet through a Ray Data actor pool; "
+                    "(3) pretrain the student on the corpus with the relation loss on its distant labels plus "
+                    "distill.weight x MSE (or KL) to the teacher's logits (distill.kd=none: labels only, no "
+                    "teacher); (4) fine-tune it on data.train; (5) score it on dev and test. Each stage's output "
+                    "goes to OUTPUT_DIR/stages/<stage>-<fingerprint>/ and is reused by any run that needs the "
+                    "same stage; a rerun skips finished stages and resumes a killed one. The run folder "
+                    "OUTPUT_DIR/NAME gets config.yaml, pipeline.json, metrics.json, result.json and plots/.",
+        epilog="Examples: kddocre distill --config configs/tiny.yaml;  kddocre distill --config "
+               "configs/redocred_mini/kd_mse.yaml distill.weight=2 name=kd_w2.  As a Ray job: ray job submit "
+               "--working-dir . -- python jobs/distill.py --config configs/tiny.yaml --output-dir /abs/path")
+    k.add_argument("--config", required=True, help="YAML config file with a distill: section (see configs/)")
+    k.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. distill.kd=kl")
+    k.add_argument("--output-dir", help="where stages and the run folder go (required as an absolute or "
+                                        "shared-storage path under `ray job submit`)")
+    k.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    k.set_defaults(func=_distill)
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a labelled file, or a predictions file against gold",
                        description="Either run a checkpoint on a labelled file (--checkpoint RUN --data FILE), or "

@@ -31,6 +31,10 @@ class DataConfig:
     # Fact file ([h_name, t_name, r] triples) for Ign F1; default: the facts of the train split.
     train_facts: Optional[str] = None
     skip_bad_docs: bool = False
+    # Featurized Parquet rows (the pipeline's ingest or soft-label stage): when set, the training
+    # documents stream from here through Ray Data instead of `train`, which then only supplies
+    # the Ign facts and the probe document.
+    train_rows: Optional[str] = None
 
 
 @dataclass
@@ -74,6 +78,9 @@ class TrainConfig:
     eval_batch_size: int = 8
     strategy: str = "ddp"  # ddp | deepspeed
     deepspeed_config: Optional[str] = None  # JSON file, e.g. configs/deepspeed/zero2.json
+    # A checkpoint folder (or run folder) whose weights start this run: weights only, with a
+    # fresh optimizer and schedule (fine-tuning a pretrained student). Not the same as resuming.
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -82,6 +89,46 @@ class ScaleConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 0  # 0 = the machine's cores divided among the workers
     ray_address: Optional[str] = None  # None = start a local Ray cluster (or join RAY_ADDRESS)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (KD-DocRE): a student learns from a teacher's logits plus the
+    relation loss on (distant) labels, L = L_RE + weight * L_KD.
+
+    The pipeline (`jobs/distill.py`) trains the teacher, writes its soft labels for `corpus`,
+    pretrains the student there and fine-tunes it on `data.train`. `kddocre train` with
+    `teacher` set instead computes that teacher's logits on its own train split in memory.
+    """
+
+    corpus: Optional[str] = None  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
+    # A fact file ([h_name, t_name, r] triples): when set, the corpus is labelled at ingest by
+    # knowledge-base name matching, as `kddocre distant` does (its own labels are replaced).
+    facts: Optional[str] = None
+    kd: str = "mse"  # mse (the paper) | kl (with temperature) | none (= NA: distant labels only, no teacher)
+    weight: float = 1.0
+    temperature: float = 1.0
+    teacher: Optional[str] = None  # `kddocre train` only: teacher run or checkpoint folder
+    # Student pretraining on the corpus; unset learning rates are train.encoder_lr / head_lr.
+    pretrain_epochs: int = 2
+    pretrain_encoder_lr: Optional[float] = None
+    pretrain_head_lr: Optional[float] = None
+    # Fine-tuning on data.train from the student's weights; unset values are train.*'s.
+    finetune_epochs: Optional[int] = None
+    finetune_encoder_lr: Optional[float] = None
+    finetune_head_lr: Optional[float] = None
+    # Fine-tuning starts from the student's "last" epoch (no dev split during pretraining) or
+    # its "best" by dev F1 (the dev split is scored after every pretraining epoch).
+    init_from: str = "last"
+    # Scale of the student stages (pretraining and fine-tuning) when it differs from the
+    # teacher's: e.g. a teacher on one GPU, students on four with DeepSpeed. Unset = scale / train.
+    student_workers: Optional[int] = None
+    student_strategy: Optional[str] = None
+    student_deepspeed_config: Optional[str] = None
+    pool_size: int = 1  # teacher actors writing soft labels (one GPU each with scale.use_gpu)
+    inference_batch_size: int = 64  # documents per Ray Data batch sent to a teacher actor
+    rows_per_shard: int = 1000  # documents per Parquet shard of the ingested corpus
+    window: int = 256  # rows a student worker holds at once to form length-grouped batches
 
 
 def worker_cpus(scale: ScaleConfig) -> int:
@@ -100,6 +147,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 CHOICES = {
@@ -107,6 +155,9 @@ CHOICES = {
     "loss.afl_weight": ("paper", "official"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "train.strategy": ("ddp", "deepspeed"),
+    "distill.kd": ("mse", "kl", "none"),
+    "distill.init_from": ("best", "last"),
+    "distill.student_strategy": ("ddp", "deepspeed", None),
 }
 
 
@@ -166,8 +217,12 @@ def _absolute_paths(conf: Config) -> Config:
             src.path = str(Path(src.path).expanduser().resolve())
     if d.train_facts:
         d.train_facts = str(Path(d.train_facts).expanduser().resolve())
-    if conf.train.deepspeed_config:
-        conf.train.deepspeed_config = str(Path(conf.train.deepspeed_config).expanduser().resolve())
+    for section, key in (("train", "deepspeed_config"), ("train", "init_from"), ("distill", "teacher"),
+                         ("distill", "corpus"), ("distill", "facts"), ("distill", "student_deepspeed_config"),
+                         ("data", "train_rows")):
+        value = getattr(getattr(conf, section), key)
+        if value:
+            setattr(getattr(conf, section), key, str(Path(value).expanduser().resolve()))
     conf.output_dir = str(Path(conf.output_dir).expanduser().resolve())
     return conf
 

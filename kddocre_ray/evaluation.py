@@ -1,23 +1,10 @@
 """Score predictions the way every command reports them: official F1 / Ign F1 and the analyses."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from .checkpoint import load_model
 from .config import Config
 from .data.docred import RelSchema
 from .metrics import evaluate, frequent_relations, read_fact_file, train_facts
-from .task import features, load_split, predict, resolve_precision
-
-CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder or a checkpoint folder, either works."""
-    path = Path(path)
-    return path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path
+from .task import load_split
 
 
 class Reference:
@@ -39,18 +26,6 @@ class Reference:
 
     def score(self, preds: list[dict], gold_docs: list[dict]) -> dict:
         return evaluate(preds, gold_docs, self.facts, self.frequent)
-
-
-def predict_docs(model, conf: Config, schema: RelSchema, tokenizer, docs: list[dict],
-                 precision: str | None = None) -> list[dict]:
-    device = next(model.parameters()).device
-    precision = resolve_precision(precision or conf.train.precision, device)
-    return predict(model, features(docs, tokenizer, schema), schema, conf, precision, device)
-
-
-def load_for_inference(path: str | Path):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model(resolve_checkpoint(path), device)
 
 
 def format_metrics(m: dict) -> str:

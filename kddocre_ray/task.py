@@ -1,10 +1,11 @@
-"""What both the Ray workers and the command line need: splits, model, precision, prediction.
+"""What both the Ray workers and the command line need: splits, model, seeds, precision.
 
 Pure torch and transformers; knows nothing of Ray or MLflow.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from pathlib import Path
 
@@ -13,8 +14,6 @@ import torch
 
 from .config import Config, DataSource, ModelConfig
 from .data.docred import RelSchema, read_docs
-from .data.features import Feature, doc_features
-from .decode import decode, to_triples
 from .model.docre import DocREModel
 from .model.encoder import load_encoder
 
@@ -31,10 +30,6 @@ def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print) 
 
 def load_split(src: DataSource, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
     return read_valid(src.path, schema, skip_bad, log)[src.start:src.end]
-
-
-def features(docs: list[dict], tokenizer, schema: RelSchema) -> list[Feature]:
-    return [doc_features(d, tokenizer, schema) for d in docs]
 
 
 def build_model(cfg: ModelConfig, schema: RelSchema, tokenizer, encoder=None, seed: int = 0) -> DocREModel:
@@ -58,10 +53,18 @@ def _cpu_has_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32."""
+    """'auto' -> bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32.
+
+    A forced bf16 on a CPU without avx512_bf16 / AMX runs, but emulated: one matmul measured 60x
+    slower than fp32 on such a machine, so it warns.
+    """
     if name != "auto":
         if name == "fp16" and device.type != "cuda":
             raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        if name == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
+            logging.getLogger("kddocre").warning(
+                "precision bf16 on a CPU without native bf16 (no avx512_bf16 / AMX): it is emulated and "
+                "can be many times slower than fp32; train.precision=auto picks fp32 here")
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -73,20 +76,3 @@ def autocast(precision: str, device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def predict(model: DocREModel, feats: list[Feature], schema: RelSchema, conf: Config,
-            precision: str, device: torch.device) -> list[dict]:
-    """Triples for documents, in DocRED submission format; batches of similar length."""
-    model.eval()
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i].input_ids))
-    size = conf.train.eval_batch_size
-    triples = []
-    for k in range(0, len(order), size):
-        batch = [feats[i] for i in order[k:k + size]]
-        with autocast(precision, device):
-            logits = model(batch)
-        pred = decode(logits, conf.model.num_labels, fixed_threshold=conf.loss.name == "bce")
-        triples.extend(to_triples(pred, batch, schema.id2rel))
-    return triples

@@ -68,9 +68,20 @@ def test_two_workers_train_and_checkpoint_reproduces_the_model(strategy, tmp_pat
 
     ckpt = tmp_path / "s" / "checkpoint"
     model, conf, schema, tokenizer = load_model(ckpt)
-    probe = torch.load(ckpt / "probe.pt", weights_only=False)
+    probe = torch.load(ckpt / "probe.pt", weights_only=True)
     train = json.loads((REPO / "kddocre_ray" / "sample" / "train.json").read_text())
     doc = next(d for d in train if d["title"] == probe["title"])
     with torch.no_grad():
         logits = model([doc_features(doc, tokenizer, schema)])
     torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_deepspeed_file_that_forces_another_precision_is_refused(tmp_path):
+    """The run reports the precision it runs in: a file hard-coding fp16 under a bf16 run is an
+    error, not a silent fp16 run logged as bf16; the V100 file runs when fp16 is what was asked."""
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"fp16": {"enabled": True}}))
+    with pytest.raises(ValueError, match="fp16.enabled is True but train.precision resolves to bf16"):
+        deepspeed_config(str(path), TrainConfig(), "bf16", world=1)
+    cfg = deepspeed_config(str(REPO / "configs" / "deepspeed" / "v100_fp16.json"), TrainConfig(), "fp16", world=1)
+    assert cfg["fp16"]["enabled"] is True and cfg["bf16"]["enabled"] is False

@@ -2,6 +2,8 @@
 
 Run folder (`output_dir/name`):
   config.yaml      the resolved config
+  fingerprint.json the result-changing config values (paths as content digests): a rerun that
+                   differs in any of them is refused instead of resuming the wrong run
   ray/             Ray Train's checkpoints and snapshot (a rerun resumes from here)
   checkpoint/      the best model by dev F1, reloadable by `kddocre evaluate` / `predict`
   result.json      test predictions in DocRED submission format (dev ones if there is no test)
@@ -14,31 +16,51 @@ import shutil
 import time
 from pathlib import Path
 
+import ray
 import torch
 
-from ..config import Config, to_yaml
-from ..data.docred import write_json
-from ..evaluation import CHECKPOINT, Reference, format_metrics, load_for_inference, predict_docs
-from ..task import load_split, resolve_precision
+from ..checkpoint import CHECKPOINT
+from ..config import Config, to_yaml, worker_cpus
+from ..data.docred import load_schema, read_json, write_json
+from ..evaluation import Reference, format_metrics
+from ..fingerprint import changed_keys, result_values
+from ..inference import Predictor
+from ..task import load_split
 from .loop import TRAIN_STATE
 from .runner import fit
 from .strategy import DS_DIR, OPTIM_STATE
 
+FINGERPRINT = "fingerprint.json"
 
-def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print) -> dict:
+
+def prepare_run_dir(conf: Config, overwrite: bool = False) -> Path:
+    """The run folder, checked: a finished run is kept unless `overwrite`; an unfinished one is
+    resumed only with the same result-changing config."""
     run_dir = Path(conf.output_dir) / conf.name
-    if (run_dir / "metrics.json").exists():
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} holds a finished run; pick another name= or pass --overwrite")
-        shutil.rmtree(run_dir)
+    if (run_dir / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{run_dir} holds a finished run; pick another name= or pass --overwrite")
+    if overwrite:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    values = result_values(conf)
+    if (run_dir / FINGERPRINT).exists():
+        changed = changed_keys(read_json(run_dir / FINGERPRINT), values)
+        if changed:
+            raise ValueError(f"{run_dir} is an unfinished run started with another config; resuming it would mix "
+                             f"two settings. Changed: {'; '.join(changed)}. Rerun with the same settings to resume, "
+                             f"or pick another name= or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(conf))
+    write_json(values, run_dir / FINGERPRINT, indent=2)
+    return run_dir
 
+
+def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print) -> dict:
+    run_dir = prepare_run_dir(conf, overwrite)
     start = time.time()
     best, latest = fit(conf, run_dir, max_failures)
     train_time = time.time() - start
     with latest.as_directory() as d:
-        history = torch.load(Path(d) / TRAIN_STATE, weights_only=False)["state"]["history"]
+        state = torch.load(Path(d) / TRAIN_STATE, weights_only=True)["state"]
     tmp = run_dir / f".{CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     best.to_directory(str(tmp))
@@ -48,21 +70,45 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
     tmp.rename(run_dir / CHECKPOINT)
 
-    model, conf, schema, tokenizer = load_for_inference(run_dir)
+    # a split to score: the test split, else dev (a student pretrained without dev has neither)
+    scored = score_on_cluster(conf, run_dir / CHECKPOINT) if conf.data.dev or conf.data.test else {}
+    out = {"name": conf.name, "precision": state["precision"], "device": state["device"], "workers": state["workers"],
+           "train_time_s": train_time, "history": state["history"], "scoring": scored.get("scoring")}
+    for split in ("dev", "test"):
+        if split in scored:
+            out[split] = scored[split]
+            log(f"[kddocre] {split} ({out[split]['docs']} documents)\n{format_metrics(out[split])}")
+    if "preds" in scored:
+        write_json(scored["preds"], run_dir / "result.json")
+    write_json(out, run_dir / "metrics.json", indent=2)
+    log(f"[kddocre] run written to {run_dir}")
+    return out
+
+
+def score_on_cluster(conf: Config, checkpoint: Path) -> dict:
+    """Score a checkpoint in a Ray task with a training worker's resources, so that it runs on
+    the device the model trained on (a GPU when `scale.use_gpu`), in the precision it trained in
+    (fp16 needs a GPU: resolving it on the driver's CPU would fail)."""
+    task = ray.remote(_score).options(num_cpus=worker_cpus(conf.scale), num_gpus=1 if conf.scale.use_gpu else 0)
+    return ray.get(task.remote(conf, str(checkpoint)))
+
+
+def _score(conf: Config, checkpoint: str) -> dict:
+    """Dev and test metrics (Ign facts from the train split) and the predictions of the test
+    split, or of dev when there is no test split."""
+    torch.set_num_threads(worker_cpus(conf.scale))
+    predictor = Predictor.load(checkpoint)
+    schema = load_schema(conf.data.rel_info)
     reference = Reference.from_config(conf, schema)
-    precision = resolve_precision(conf.train.precision, torch.device("cpu"))
-    out = {"name": conf.name, "precision": precision, "train_time_s": train_time, "history": history}
+    out: dict = {"scoring": {"device": str(predictor.device), "precision": predictor.precision}}
     for split in ("dev", "test"):
         src = getattr(conf.data, split)
         if src is None:
             continue
-        docs = load_split(src, schema, conf.data.skip_bad_docs, log)
+        docs = load_split(src, schema, conf.data.skip_bad_docs)
         t0 = time.time()
-        preds = predict_docs(model, conf, schema, tokenizer, docs)
+        preds = predictor.predict_docs(docs)
         out[split] = {**reference.score(preds, docs), "docs": len(docs), "predict_time_s": time.time() - t0}
-        log(f"[kddocre] {split} ({len(docs)} documents)\n{format_metrics(out[split])}")
         if split == "test" or conf.data.test is None:
-            write_json(preds, run_dir / "result.json")
-    write_json(out, run_dir / "metrics.json", indent=2)
-    log(f"[kddocre] run written to {run_dir}")
+            out["preds"] = preds
     return out

@@ -1,10 +1,11 @@
-"""The per-worker training loop run by Ray Train's TorchTrainer.
+"""The per-worker training loop run by Ray Train's TorchTrainer: setup, then epochs.
 
 Plain torch: AdamW with separate encoder / head learning rates, linear warmup and decay
 (transformers' scheduler), gradient accumulation and clipping, mixed precision with fp32 losses.
 Ray appears only for the worker's rank, `prepare_model` (DDP) and `report` / `get_checkpoint`:
 each epoch ends with a dev evaluation and a checkpoint carrying the optimizer and scheduler, so
-a killed run continues where it stopped.
+a killed run continues where it stopped. The loop does not know which stage runs it: the batch
+source and the objective are chosen in `setup` from the config.
 """
 from __future__ import annotations
 
@@ -12,27 +13,189 @@ import logging
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
+import pyarrow.parquet as pq
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import save_model
+from ..checkpoint import load_weights, read_schema, save_model
 from ..config import Config, from_dict, worker_cpus
-from ..data.docred import load_schema
-from ..data.features import label_matrix, length_grouped_batches
-from ..losses import make_loss
+from ..data.docred import RelSchema, load_schema
+from ..data.features import Feature, doc_features
 from ..evaluation import Reference
+from ..inference import Predictor
 from ..metrics import official_scores
 from ..model.encoder import load_tokenizer
-from ..task import build_model, features, load_split, predict, resolve_precision, seed_everything
+from ..task import build_model, load_split, resolve_precision, seed_everything
+from .batches import InMemoryBatches, StreamedBatches
+from .objective import Objective
 from .strategy import make_strategy
 
 TRAIN_STATE = "train_state.pt"
 PROBE = "probe.pt"
 PROGRESS_EVERY_S = 60  # a line of progress at most this often within an epoch
+
+
+@dataclass
+class DevSet:
+    docs: list[dict]
+    feats: list[Feature]
+    facts: set
+
+
+@dataclass
+class Worker:
+    """What one Ray Train worker holds for the whole run."""
+
+    conf: Config
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    schema: RelSchema
+    tokenizer: object
+    log: Callable[[str], None]
+    source: InMemoryBatches | StreamedBatches
+    dev: Optional[DevSet]
+    objective: Objective
+    strategy: object
+    probe: Feature  # one training document whose logits each checkpoint stores (see _probe)
+    state: dict
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's entry point: epochs until the budget, `max_steps` or early stopping ends it."""
+    w = setup(from_dict(config))
+    tc = w.conf.train
+    while w.state["epoch"] < tc.epochs and not (tc.max_steps and w.state["step"] >= tc.max_steps):
+        metrics = run_epoch(w)
+        if w.dev is not None:
+            metrics.update(evaluate_dev(w))
+        w.state["epoch"] += 1
+        w.state["history"].append(metrics)
+        w.log("[kddocre] " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in metrics.items()))
+        save_checkpoint(w, metrics)
+        if tc.patience and w.state["bad_epochs"] >= tc.patience:
+            w.log(f"[kddocre] early stop: dev F1 did not improve for {tc.patience} epochs")
+            break
+
+
+def setup(conf: Config) -> Worker:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = worker_cpus(conf.scale)
+    torch.set_num_threads(threads)
+    # Ray Train routes worker logging to the driver once (a bare print would be shown twice).
+    log = logging.getLogger("kddocre").info if rank == 0 else (lambda *a, **k: None)
+    seed_everything(conf.train.seed)
+    device = ray.train.torch.get_device()
+    precision = resolve_precision(conf.train.precision, device)
+
+    schema = load_schema(conf.data.rel_info)
+    tokenizer = load_tokenizer(conf.model.encoder)
+    train_docs = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log)
+    train_feats = [doc_features(d, tokenizer, schema) for d in train_docs]
+    dev = None
+    if conf.data.dev:
+        dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log)
+        dev = DevSet(dev_docs, [doc_features(d, tokenizer, schema) for d in dev_docs],
+                     Reference.from_train(train_docs, conf.data.train_facts).facts)
+    tc, kd = conf.train, conf.distill.kd
+    if conf.data.train_rows:  # the pipeline's student: rows (and soft labels unless kd = none) stream in
+        objective = Objective(conf.loss, conf.distill if kd != "none" else None)
+        source = StreamedBatches(ray.train.get_dataset_shard("train"), parquet_rows(conf.data.train_rows),
+                                 schema.num_classes, tc.batch_size, tc.seed, conf.distill.window, world,
+                                 with_teacher=objective.needs_teacher)
+        where = f"{source.rows} streamed rows per worker from {conf.data.train_rows}"
+    else:  # `kddocre train`: the split in memory; with distill.teacher, that teacher's logits too
+        objective = Objective(conf.loss, conf.distill if conf.distill.teacher else None)
+        teacher = teacher_logits(conf, train_docs, schema, device, log) if objective.needs_teacher else None
+        source = InMemoryBatches(train_feats, schema.num_classes, tc.batch_size, tc.seed, rank, world, teacher)
+        where = f"{len(train_feats)} train documents"
+    log(f"[kddocre] {where}, {len(dev.feats) if dev else 0} dev documents, {world} worker(s) x {threads} threads, "
+        f"precision {precision}, device {device}, objective {objective}")
+
+    model = build_model(conf.model, schema, tokenizer, seed=tc.seed)
+    if tc.init_from:
+        model.load_state_dict(load_weights(tc.init_from), strict=True)
+        log(f"[kddocre] initialized from {tc.init_from} (weights only: fresh optimizer and schedule)")
+    total = math.ceil(len(source) / tc.grad_accum) * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    strategy = make_strategy(tc.strategy, model, tc, precision, device, total, world, tc.deepspeed_config)
+
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "bad_epochs": 0, "history": []}
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as d:
+            strategy.load(Path(d))
+            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)["state"]
+        log(f"[kddocre] resumed from checkpoint after epoch {state['epoch']} (step {state['step']})")
+    state.update(precision=precision, device=device.type, workers=world)  # what this run really used
+    return Worker(conf, rank, world, device, precision, schema, tokenizer, log, source, dev, objective,
+                  strategy, train_feats[0], state)
+
+
+def parquet_rows(folder: str) -> int:
+    """Rows of a Parquet folder, from the files' footers: the schedule's length, known before streaming."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(folder).glob("*.parquet")))
+
+
+def teacher_logits(conf: Config, docs: list[dict], schema: RelSchema, device: torch.device, log) -> list[torch.Tensor]:
+    """The teacher's logits on the train split, computed in memory once per worker (small
+    corpora; the pipeline streams them from the soft-label stage instead)."""
+    if conf.distill.kd == "none":
+        raise ValueError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher")
+    if read_schema(conf.distill.teacher) != schema:
+        raise ValueError(f"{conf.distill.teacher}: the teacher's relation schema differs from {conf.data.rel_info}")
+    t0 = time.time()
+    teacher = Predictor.load(conf.distill.teacher, device)
+    logits = teacher.logits(teacher.features(docs))
+    del teacher
+    log(f"[kddocre] teacher logits for {len(docs)} documents in {time.time() - t0:.0f}s")
+    return logits
+
+
+def run_epoch(w: Worker) -> dict:
+    """One pass over this rank's batches; returns the epoch's training metrics."""
+    tc, state = w.conf.train, w.state
+    epoch = state["epoch"]
+    w.strategy.model.train()
+    t0 = last_log = time.time()
+    sums: dict[str, float] = {}
+    docs_seen = n_batches = 0
+    for i, batch in enumerate(w.source.epoch(epoch)):
+        with w.strategy.autocast():
+            logits = w.strategy.model(batch.features)
+        parts = w.objective(logits, batch.labels.to(w.device), batch.teacher)
+        w.strategy.backward(parts["loss"])
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        docs_seen += len(batch)
+        n_batches += 1
+        if time.time() - last_log > PROGRESS_EVERY_S:
+            last_log = time.time()
+            rate = docs_seen / (last_log - t0)
+            w.log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(w.source)} loss "
+                  f"{sums['loss'] / n_batches:.4f} {rate * w.world:.2f} docs/s, epoch ETA "
+                  f"{(len(w.source) - i - 1) * tc.batch_size / rate:.0f}s")
+        boundary = (i + 1) % tc.grad_accum == 0 or i + 1 == len(w.source)
+        w.strategy.step(boundary)
+        if boundary:
+            state["step"] += 1
+            if tc.max_steps and state["step"] >= tc.max_steps:
+                break
+    train_time = time.time() - t0
+    metrics = {"epoch": epoch + 1, "step": state["step"]}
+    metrics.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
+    metrics.update(train_docs_per_s=docs_seen * w.world / train_time, epoch_time_s=train_time)
+    return metrics
 
 
 def _gather(items: list) -> list:
@@ -43,116 +206,41 @@ def _gather(items: list) -> list:
     return [x for part in out for x in part]
 
 
+def evaluate_dev(w: Worker) -> dict:
+    """Dev F1 / Ign F1 of the in-memory model; updates the early-stopping state."""
+    # ZeRO-3 gathers weights collectively inside forward: every rank runs the same batches.
+    lockstep = getattr(w.strategy, "stage", 0) == 3
+    mine = w.dev.feats if lockstep else w.dev.feats[w.rank::w.world]
+    preds = Predictor(w.strategy.module, w.conf, w.schema, w.tokenizer, w.precision, w.device).triples(mine)
+    preds = preds if lockstep else _gather(preds)
+    scores = official_scores(preds, w.dev.docs, w.dev.facts)
+    state = w.state
+    improved = scores["f1"] > state["best_f1"]
+    state["best_f1"] = max(state["best_f1"], scores["f1"])
+    state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+    return {"dev_f1": scores["f1"], "dev_ign_f1": scores["ign_f1"]}
+
+
 @torch.no_grad()
-def _probe(strategy, feature) -> dict:
+def _probe(w: Worker) -> dict:
     """Logits of one document from the in-memory model at save time: a reloaded checkpoint must
     reproduce them (tests compare the two under every strategy)."""
-    strategy.module.eval()
-    with strategy.autocast():
-        logits = strategy.module([feature]).float().cpu()
-    return {"title": feature.title, "logits": logits}
+    w.strategy.module.eval()
+    with w.strategy.autocast():
+        logits = w.strategy.module([w.probe]).float().cpu()
+    return {"title": w.probe.title, "logits": logits}
 
 
-def train_loop(config: dict) -> None:
-    conf: Config = from_dict(config)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = worker_cpus(conf.scale)
-    torch.set_num_threads(threads)
-    # Ray Train routes worker logging to the driver once (a bare print would be shown twice).
-    log = logging.getLogger("kddocre").info if rank == 0 else (lambda *a, **k: None)
-    seed_everything(conf.train.seed)
-
-    schema = load_schema(conf.data.rel_info)
-    tokenizer = load_tokenizer(conf.model.encoder)
-    train_docs = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log)
-    train_feats = features(train_docs, tokenizer, schema)
-    dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log) if conf.data.dev else []
-    dev_feats = features(dev_docs, tokenizer, schema)
-    facts = Reference.from_train(train_docs, conf.data.train_facts).facts
-
-    device = ray.train.torch.get_device()
-    precision = resolve_precision(conf.train.precision, device)
-    log(f"[kddocre] {len(train_feats)} train / {len(dev_feats)} dev documents, {world} worker(s) x "
-        f"{threads} threads, precision {precision}, device {device}")
-
-    tc = conf.train
-    model = build_model(conf.model, schema, tokenizer, seed=tc.seed)
-    per_rank = max(1, math.ceil(len(train_feats) / tc.batch_size) // world)  # batches per epoch and rank
-    total = math.ceil(per_rank / tc.grad_accum) * tc.epochs
-    if tc.max_steps:
-        total = min(total, tc.max_steps)
-    strategy = make_strategy(tc.strategy, model, tc, precision, device, total, world, tc.deepspeed_config)
-    loss_fn = make_loss(conf.loss)
-
-    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "bad_epochs": 0, "history": []}
-    resumed = ray.train.get_checkpoint()
-    if resumed:
-        with resumed.as_directory() as d:
-            strategy.load(Path(d))
-            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=False)["state"]
-        log(f"[kddocre] resumed from checkpoint after epoch {state['epoch']} (step {state['step']})")
-
-    lengths = [len(f.input_ids) for f in train_feats]
-    while state["epoch"] < tc.epochs and not (tc.max_steps and state["step"] >= tc.max_steps):
-        epoch = state["epoch"]
-        strategy.model.train()
-        batches = length_grouped_batches(lengths, tc.batch_size, tc.seed + epoch)
-        if world > 1:  # every rank must take the same number of steps
-            batches = batches[: len(batches) - len(batches) % world][rank::world]
-        t0, loss_sum, docs_seen, n_batches = time.time(), 0.0, 0, 0
-        last_log = t0
-        for i, idx in enumerate(batches):
-            batch = [train_feats[j] for j in idx]
-            labels = torch.cat([label_matrix(f, schema.num_classes) for f in batch]).to(device)
-            with strategy.autocast():
-                logits = strategy.model(batch)
-            loss = loss_fn(logits, labels)
-            strategy.backward(loss)
-            loss_sum += loss.item()
-            docs_seen += len(batch)
-            n_batches += 1
-            if time.time() - last_log > PROGRESS_EVERY_S:
-                last_log = time.time()
-                rate = docs_seen / (last_log - t0)
-                log(f"[kddocre] epoch {epoch + 1}/{tc.epochs} batch {i + 1}/{len(batches)} loss {loss_sum / n_batches:.4f} "
-                    f"{rate * world:.2f} docs/s, epoch ETA {(len(batches) - i - 1) * tc.batch_size / rate:.0f}s")
-            boundary = (i + 1) % tc.grad_accum == 0 or i + 1 == len(batches)
-            strategy.step(boundary)
-            if boundary:
-                state["step"] += 1
-                if tc.max_steps and state["step"] >= tc.max_steps:
-                    break
-        train_time = time.time() - t0
-        metrics = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(1, n_batches),
-                   "train_docs_per_s": docs_seen * world / train_time, "epoch_time_s": train_time}
-
-        if dev_feats:
-            # ZeRO-3 gathers weights collectively inside forward: every rank runs the same batches.
-            lockstep = getattr(strategy, "stage", 0) == 3
-            mine = dev_feats if lockstep else dev_feats[rank::world]
-            preds = predict(strategy.module, mine, schema, conf, precision, device)
-            preds = preds if lockstep else _gather(preds)
-            scores = official_scores(preds, dev_docs, facts)
-            metrics.update(dev_f1=scores["f1"], dev_ign_f1=scores["ign_f1"])
-            improved = scores["f1"] > state["best_f1"]
-            state["best_f1"] = max(state["best_f1"], scores["f1"])
-            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-        state["epoch"] = epoch + 1
-        state["history"].append(metrics)
-        log("[kddocre] " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-
-        weights = strategy.full_state_dict()  # collective under ZeRO-3: every rank calls it
-        probe = _probe(strategy, train_feats[0])
-        with tempfile.TemporaryDirectory() as tmp:
-            strategy.save(Path(tmp), rank)  # DeepSpeed: every rank writes its shard; Ray merges them
-            if rank == 0:
-                save_model(tmp, strategy.module, conf, schema, tokenizer, weights)
-                torch.save({"state": state}, Path(tmp) / TRAIN_STATE)
-                torch.save(probe, Path(tmp) / PROBE)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(Path(tmp).iterdir()) else None
-            # "score" ranks checkpoints: dev F1, or the epoch when there is no dev split (latest wins)
-            ray.train.report({**metrics, "score": metrics.get("dev_f1", float(epoch + 1))}, checkpoint=checkpoint)
-        if tc.patience and state["bad_epochs"] >= tc.patience:
-            log(f"[kddocre] early stop: dev F1 did not improve for {tc.patience} epochs")
-            break
+def save_checkpoint(w: Worker, metrics: dict) -> None:
+    """Report the epoch to Ray Train with a checkpoint: weights, optimizer, schedule, loop state."""
+    weights = w.strategy.full_state_dict()  # collective under ZeRO-3: every rank calls it
+    probe = _probe(w)
+    with tempfile.TemporaryDirectory() as tmp:
+        w.strategy.save(Path(tmp), w.rank)  # DeepSpeed: every rank writes its shard; Ray merges them
+        if w.rank == 0:
+            save_model(tmp, w.strategy.module, w.conf, w.schema, w.tokenizer, weights)
+            torch.save({"state": w.state}, Path(tmp) / TRAIN_STATE)
+            torch.save(probe, Path(tmp) / PROBE)
+        checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(Path(tmp).iterdir()) else None
+        # "score" ranks checkpoints: dev F1, or the epoch when there is no dev split (latest wins)
+        ray.train.report({**metrics, "score": metrics.get("dev_f1", float(metrics["epoch"]))}, checkpoint=checkpoint)

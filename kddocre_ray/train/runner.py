@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import ray
+import ray.data
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -25,8 +26,8 @@ def init_ray(conf: Config) -> None:
     address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=os.cpu_count(), log_to_driver=True)
+    else:  # "local": a new cluster of our own, never a `ray start` head that happens to run here
+        ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
 
 
 def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
@@ -34,9 +35,18 @@ def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.C
     and the latest checkpoint."""
     init_ray(conf)
     sc = conf.scale
-    cpus = worker_cpus(sc)
+    cpus: float = worker_cpus(sc)
+    # The pipeline's student streams its rows through Ray Data; Ray Train splits them across
+    # the workers (streaming_split, equal=True) and each worker reads its shard. Ray Data's
+    # listing and read tasks need a CPU of their own: the workers together leave one free
+    # (they still run `worker_cpus` torch threads), else on a small machine the read never starts.
+    datasets = None
+    if conf.data.train_rows:
+        datasets = {"train": ray.data.read_parquet(conf.data.train_rows)}
+        cpus = max(cpus - 1 / sc.num_workers, 0.25)
     trainer = TorchTrainer(
         train_loop,
+        datasets=datasets,
         train_loop_config=to_dict(conf),
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
                                      resources_per_worker={"CPU": cpus}),

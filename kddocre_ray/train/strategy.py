@@ -83,7 +83,7 @@ class DDPStrategy:
 
     def load(self, directory: Path) -> None:
         self.module.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
-        s = torch.load(directory / OPTIM_STATE, map_location="cpu", weights_only=False)
+        s = torch.load(directory / OPTIM_STATE, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
@@ -103,8 +103,13 @@ def deepspeed_config(path: str, tc: TrainConfig, precision: str, world: int) -> 
             cfg[key] = value
     for name in ("bf16", "fp16"):
         section = cfg.setdefault(name, {})
-        if section.get("enabled", "auto") == "auto":
+        enabled = section.get("enabled", "auto")
+        if enabled == "auto":
             section["enabled"] = precision == name
+        elif bool(enabled) != (precision == name):
+            # the run must report the precision it ran in: no file may silently override it
+            raise ValueError(f"{path}: {name}.enabled is {enabled} but train.precision resolves to {precision} "
+                             f"here; write \"enabled\": \"auto\" or set train.precision to match")
     return cfg
 
 

@@ -1,0 +1,108 @@
+"""What makes two runs the same: the result-changing config values, file contents, code version.
+
+One list (`NOT_RESULT_KEYS`, everything else counts) drives both the refusal of a resume whose
+config changed and, in the pipeline, which stages rerun. Paths never enter a fingerprint: a path
+is replaced by a digest of the file (or folder) it names, because under `ray job submit` the
+working directory, and so every absolute path, changes with each submission.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CHECKPOINT
+from .config import Config, to_dict
+
+# Keys that name where things go or how fast they run, never what a run computes. The worker
+# count is not here: it changes the global batch.
+NOT_RESULT_KEYS = frozenset({
+    "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker",
+    "train.eval_batch_size", "model.bilinear_chunk", "distill.pool_size", "distill.inference_batch_size",
+    "distill.rows_per_shard",
+})
+# Keys whose value is a file or folder: fingerprinted by content.
+PATH_KEYS = frozenset({
+    "data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
+    "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "distill.corpus",
+    "distill.facts", "distill.student_deepspeed_config",
+})
+MANIFEST = "manifest.json"  # a pipeline stage's completion record (pipeline/stages.py)
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted names the command line takes."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of JSON-able data."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def path_digest(path: str | os.PathLike) -> str:
+    """Digest of a file's bytes, or of a folder's files (names relative to it, and contents).
+
+    A finished pipeline stage is its manifest's fingerprint, and a run folder is its exported
+    checkpoint: neither is read whole (soft labels and Ray Train's checkpoints are large)."""
+    p = Path(path)
+    if (p / MANIFEST).is_file():
+        return json.loads((p / MANIFEST).read_text())["fingerprint"]
+    if (p / CHECKPOINT).is_dir():
+        p = p / CHECKPOINT
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        return digest([(str(f.relative_to(p)), _file_digest(str(f), *_stamp(f))) for f in files])
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    return _file_digest(str(p), *_stamp(p))
+
+
+def _stamp(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """Cached by (path, size, mtime): a large corpus is read once per process."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def result_values(conf: Config, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config as dotted keys, without NOT_RESULT_KEYS (and `exclude`), paths replaced by
+    content digests."""
+    values = {k: v for k, v in flatten(to_dict(conf)).items() if k not in NOT_RESULT_KEYS and k not in exclude}
+    for key in PATH_KEYS:
+        if values.get(key):
+            values[key] = "sha256:" + path_digest(values[key])
+    return values
+
+
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every key whose value differs (or exists on one side only)."""
+    keys = sorted(set(before) | set(after))
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the package's Python sources: a README or test commit does not change it, a code
+    change does (the git commit would retrain a teacher for a typo in the docs)."""
+    files = sorted(_PACKAGE.rglob("*.py"))
+    return digest([(str(f.relative_to(_PACKAGE)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files])

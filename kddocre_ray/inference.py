@@ -1,0 +1,74 @@
+"""One predictor: a model loaded once, run on batches of documents of similar length.
+
+`kddocre predict` / `evaluate`, run scoring, the training loop's dev evaluation and the teacher
+actors that write soft labels all predict through this class, so they batch, cast and decode
+the same way. Pure torch; knows nothing of Ray.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .checkpoint import load_model, resolve_checkpoint
+from .config import Config
+from .data.docred import RelSchema
+from .data.features import Feature, doc_features
+from .decode import decode, to_triples
+from .task import autocast, resolve_precision
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,
+                 precision: str, device: torch.device):
+        self.model, self.conf, self.schema, self.tokenizer = model, conf, schema, tokenizer
+        self.precision, self.device = precision, device
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | None = None, precision: str | None = None) -> "Predictor":
+        """From a run or checkpoint folder, on `device` (a GPU when there is one), in `precision`
+        (default: the run's own setting, resolved for that device)."""
+        device = device or default_device()
+        model, conf, schema, tokenizer = load_model(resolve_checkpoint(path), device)
+        return cls(model, conf, schema, tokenizer, resolve_precision(precision or conf.train.precision, device), device)
+
+    def features(self, docs: list[dict]) -> list[Feature]:
+        return [doc_features(d, self.tokenizer, self.schema) for d in docs]
+
+    @torch.no_grad()
+    def batches(self, feats: list[Feature]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """(indices into `feats`, their pair logits concatenated) per batch, shortest first."""
+        self.model.eval()
+        order = sorted(range(len(feats)), key=lambda i: len(feats[i].input_ids))
+        size = self.conf.train.eval_batch_size
+        for k in range(0, len(order), size):
+            idx = order[k:k + size]
+            with autocast(self.precision, self.device):
+                logits = self.model([feats[i] for i in idx])
+            yield idx, logits.float()
+
+    def logits(self, feats: list[Feature]) -> list[torch.Tensor]:
+        """Per document, in input order: (n(n-1), C) fp32 logits on the CPU, pairs in `pair_index` order."""
+        out: list[torch.Tensor | None] = [None] * len(feats)
+        for idx, logits in self.batches(feats):
+            sizes = [feats[i].n_entities * (feats[i].n_entities - 1) for i in idx]
+            for i, part in zip(idx, logits.cpu().split(sizes)):
+                out[i] = part
+        return out
+
+    def triples(self, feats: list[Feature]) -> list[dict]:
+        """Predicted relations in DocRED submission format."""
+        fixed = self.conf.loss.name == "bce"  # a BCE model has no TH class: threshold 0
+        out = []
+        for idx, logits in self.batches(feats):
+            batch = [feats[i] for i in idx]
+            out.extend(to_triples(decode(logits, self.conf.model.num_labels, fixed), batch, self.schema.id2rel))
+        return out
+
+    def predict_docs(self, docs: list[dict]) -> list[dict]:
+        return self.triples(self.features(docs))

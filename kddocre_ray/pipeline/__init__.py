@@ -1,0 +1,1 @@
+"""The distillation pipeline: Ray and the stages at the edge; nothing below imports it."""

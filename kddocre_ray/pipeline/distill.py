@@ -1,0 +1,150 @@
+"""The paper's method as one Ray job: teacher -> soft labels -> student pretraining -> fine-tuning
+-> evaluation (`jobs/distill.py`, `kddocre distill`).
+
+  teacher      `kddocre train` on the annotated split (Ray Train, DDP or DeepSpeed)
+  ingest       the distant corpus validated and featurized into Parquet rows (Ray tasks)
+  soft_labels  Ray Data streams the rows through a pool of teacher actors -> Parquet
+  student      Ray Train on the streamed rows: L = L_RE(distant labels) + w * L_KD(teacher logits)
+  finetune     Ray Train on the annotated split from the student's weights (init_from)
+  evaluate     dev / test metrics, result.json and plots in the pipeline's run folder
+
+Stages whose manifest matches are skipped (stages.py), so a rerun resumes where a killed one
+stopped and pipelines differing only in the KD setting share the teacher and soft labels.
+The run folder `output_dir/name` holds config.yaml, pipeline.json (every stage's folder,
+fingerprint and status), and, when done, metrics.json, result.json, plots/ and manifest.json.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..config import Config, to_yaml, worker_cpus
+from ..data.docred import load_schema, read_json, write_json
+from ..evaluation import format_metrics
+from ..train.job import run_train
+from ..train.runner import init_ray
+from . import plots
+from .report import RunReport, Reporter
+from .stages import Building, Stage, plan
+
+
+def check_inputs(conf: Config) -> None:
+    """Fail before any work when a data file is missing or the output folder would vanish."""
+    d = conf.data
+    named = {"data.rel_info": d.rel_info, "data.train.path": d.train.path, "distill.corpus": conf.distill.corpus,
+             "data.dev.path": d.dev.path if d.dev else None, "data.test.path": d.test.path if d.test else None,
+             "data.train_facts": d.train_facts, "train.deepspeed_config": conf.train.deepspeed_config,
+             "distill.facts": conf.distill.facts}
+    missing = [f"{k}={v}" for k, v in named.items() if v and not Path(v).exists()]
+    if missing:
+        hint = (" (under `ray job submit` only the working directory is uploaded: name data by absolute or "
+                "shared-storage paths)" if submitted_job() else "")
+        raise FileNotFoundError(f"input files not found: {', '.join(missing)}{hint}")
+    if submitted_job() and Path(conf.output_dir).resolve().is_relative_to(Path.cwd().resolve()):
+        raise ValueError(
+            f"output_dir={conf.output_dir} is inside the job's working directory, Ray's temporary copy of the "
+            "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
+
+
+def submitted_job() -> bool:
+    """True in the driver of a `ray job submit` job (Ray sets this variable there)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> dict:
+    check_inputs(conf)
+    stages = plan(conf)
+    run_dir = Path(conf.output_dir) / conf.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(conf))
+    reporter = reporter or RunReport(run_dir, log)
+    init_ray(conf)
+    log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
+        f"{Path(conf.output_dir) / 'stages'}")
+    done: dict[str, Stage] = {}
+    for stage in stages:
+        if stage.complete:
+            reporter.skipped(stage.name, stage.fingerprint, stage.folder)
+        else:
+            reporter.started(stage.name, stage.fingerprint, stage.values)
+            metrics, history, files = RUNNERS[stage.name](conf, stage, done, log)
+            reporter.finished(stage.name, stage.folder, metrics, history, files)
+        done[stage.name] = stage
+    metrics = read_json(run_dir / "metrics.json")
+    for split in ("dev", "test"):
+        if split in metrics:
+            log(f"[kddocre] {conf.name} {split}\n{format_metrics(metrics[split])}")
+    return metrics
+
+
+def _train(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+    """A training stage is `kddocre train` on the stage's derived config: a killed one resumes
+    from its last Ray Train checkpoint; a finished run folder only lacks its manifest."""
+    t0 = time.time()
+    if (stage.folder / "metrics.json").exists():
+        metrics = read_json(stage.folder / "metrics.json")
+    else:
+        metrics = run_train(stage.conf, log=log)
+    final = {f"{split}_{k}": metrics[split][k] for split in ("dev", "test") if split in metrics
+             for k in ("f1", "ign_f1")}
+    stage.commit({**final, "train_time_s": metrics["train_time_s"], "precision": metrics["precision"]},
+                 time.time() - t0)
+    return final, metrics["history"], ["checkpoint", "metrics.json", "result.json"]
+
+
+def _ingest(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+    from .ingest import ingest_corpus
+
+    building = Building(stage)
+    with building as tmp:
+        stats = ingest_corpus(conf.distill.corpus, load_schema(conf.data.rel_info), conf.model.encoder, tmp,
+                              conf.data.skip_bad_docs, conf.distill.rows_per_shard, conf.distill.facts, log)
+        if stats["rows"] == 0:
+            raise ValueError(f"{conf.distill.corpus}: no document with two or more entities to learn from")
+        building.commit(stats, stats["seconds"])
+    return stats, [], ["part-*.parquet"]
+
+
+def _soft_labels(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+    from .soft_labels import write_soft_labels
+
+    d = conf.distill
+    threads = max(1, (os.cpu_count() or 1) // d.pool_size) if not conf.scale.use_gpu else worker_cpus(conf.scale)
+    building = Building(stage)
+    with building as tmp:
+        stats = write_soft_labels(done["ingest"].folder, done["teacher"].folder, tmp, d.pool_size,
+                                  conf.scale.use_gpu, threads, d.inference_batch_size, log)
+        building.commit(stats, stats["seconds"])
+    return stats, [], ["*.parquet"]
+
+
+def _evaluate(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+    """Copy the fine-tuned model's scores and predictions into the run folder, with plots."""
+    t0 = time.time()
+    finetune = done["finetune"].folder
+    metrics = read_json(finetune / "metrics.json")
+    histories = {name: read_json(done[name].folder / "metrics.json")["history"]
+                 for name in ("teacher", "student", "finetune") if name in done}
+    out = {"name": conf.name, "kd": conf.distill.kd, "stages": {s: str(done[s].folder) for s in done},
+           "histories": histories, **{k: metrics[k] for k in ("dev", "test", "precision", "scoring") if k in metrics}}
+    plot_dir = stage.folder / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    plots.training_curves(histories, plot_dir / "training.png")
+    files = ["metrics.json", "result.json", "plots/training.png"]
+    for split in ("dev", "test"):
+        if split in metrics:
+            plots.breakdown(metrics[split], plot_dir / f"{split}_breakdown.png", f"{conf.name} {split}")
+            files.append(f"plots/{split}_breakdown.png")
+    tmp = stage.folder / ".result.json.tmp"
+    shutil.copyfile(finetune / "result.json", tmp)
+    os.replace(tmp, stage.folder / "result.json")
+    write_json(out, stage.folder / "metrics.json", indent=2)
+    final = {f"{split}_{k}": metrics[split][k] for split in ("dev", "test") if split in metrics for k in ("f1", "ign_f1")}
+    stage.commit(final, time.time() - t0)
+    return final, [], files
+
+
+RUNNERS = {"teacher": _train, "ingest": _ingest, "soft_labels": _soft_labels, "student": _train,
+           "finetune": _train, "evaluate": _evaluate}

@@ -1,0 +1,54 @@
+"""What each pipeline stage reports, through one small interface.
+
+Stages call `started`, `finished` (parameters, per-epoch metrics, final metrics, files) or
+`skipped`; `RunReport` keeps it in the run folder's `pipeline.json` and the log. Experiment
+tracking (MLflow) implements the same methods, so it plugs in without touching the stages.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from ..data.docred import read_json, write_json
+
+PIPELINE = "pipeline.json"
+
+
+class Reporter(Protocol):
+    def started(self, stage: str, fingerprint: str, params: dict) -> None: ...
+
+    def skipped(self, stage: str, fingerprint: str, folder: Path) -> None: ...
+
+    def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None: ...
+
+
+class RunReport:
+    """`pipeline.json`: one entry per stage (folder, fingerprint, ran / skipped, seconds,
+    metrics), rewritten atomically after every event so a killed run shows where it stopped."""
+
+    def __init__(self, run_dir: Path, log=print):
+        self.path, self.log = run_dir / PIPELINE, log
+        self.data = read_json(self.path) if self.path.exists() else {"stages": {}}
+        self._t0: dict[str, float] = {}
+
+    def _save(self) -> None:
+        write_json(self.data, self.path, indent=2)
+
+    def started(self, stage: str, fingerprint: str, params: dict) -> None:
+        self._t0[stage] = time.time()
+        self.data["stages"][stage] = {"fingerprint": fingerprint, "status": "running", "params": params}
+        self._save()
+        self.log(f"[kddocre] stage {stage} ({fingerprint}): running")
+
+    def skipped(self, stage: str, fingerprint: str, folder: Path) -> None:
+        self.data["stages"][stage] = {"fingerprint": fingerprint, "status": "skipped", "folder": str(folder)}
+        self._save()
+        self.log(f"[kddocre] stage {stage} ({fingerprint}): complete in {folder}, skipped")
+
+    def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None:
+        entry = self.data["stages"].setdefault(stage, {})
+        seconds = time.time() - self._t0.get(stage, time.time())
+        entry.update(status="ran", folder=str(folder), seconds=seconds, metrics=metrics, files=files)
+        self._save()
+        self.log(f"[kddocre] stage {stage}: done in {seconds:.0f}s -> {folder}")

@@ -1,0 +1,166 @@
+"""Stages of the distillation pipeline: their configs, fingerprints, folders and manifests.
+
+Each stage's output lives in `output_dir/stages/<stage>-<fingerprint>/`, so pipelines that
+share a stage share its output (NA, KD-KL and KD-MSE of one seed use one teacher and one set of
+soft labels). A stage is complete when its folder holds `manifest.json` with its fingerprint:
+data stages build in a temporary folder that is renamed into place with its manifest inside;
+training stages write the manifest after the run folder is finished. Anything else is
+unfinished: a training stage resumes from its last Ray Train checkpoint, a data stage restarts.
+
+A fingerprint is a digest of the result-changing config values the stage depends on (its own
+derived config, see `stage_configs`), of the upstream stages' fingerprints, and of the code
+version; paths never enter it (fingerprint.py).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import Config, DistillConfig
+from ..data.docred import read_json, write_json
+from ..fingerprint import MANIFEST, code_version, digest, path_digest, result_values
+
+STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
+STAGES_DIR = "stages"
+
+
+@dataclass
+class Stage:
+    name: str
+    fingerprint: str
+    folder: Path
+    conf: Optional[Config] = None  # training stages: the config `kddocre train` runs
+    inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> fingerprint
+    values: dict[str, Any] = field(default_factory=dict)  # what the fingerprint was made of
+
+    @property
+    def manifest(self) -> Optional[dict]:
+        path = self.folder / MANIFEST
+        return read_json(path) if path.exists() else None
+
+    @property
+    def complete(self) -> bool:
+        m = self.manifest
+        return m is not None and m.get("fingerprint") == self.fingerprint
+
+    def manifest_for(self, counts: dict, seconds: float) -> dict:
+        return {"stage": self.name, "fingerprint": self.fingerprint, "code_version": code_version(),
+                "inputs": self.inputs, "values": self.values, "counts": counts, "seconds": seconds,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def commit(self, counts: dict, seconds: float) -> None:
+        """Training stages: the finished run folder gets its manifest, written last (atomically)."""
+        write_json(self.manifest_for(counts, seconds), self.folder / MANIFEST, indent=2)
+
+
+class Building:
+    """A data stage's temporary folder, renamed into place with its manifest on success; a
+    killed build leaves only the temporary folder, which the next run removes."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.tmp = stage.folder.parent / f".{stage.folder.name}.tmp"
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self.stage.folder, ignore_errors=True)  # an older build without a matching manifest
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def commit(self, counts: dict, seconds: float) -> None:
+        write_json(self.stage.manifest_for(counts, seconds), self.tmp / MANIFEST, indent=2)
+        os.replace(self.tmp, self.stage.folder)
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _budget(conf: Config, epochs: Optional[int], encoder_lr: Optional[float], head_lr: Optional[float]) -> None:
+    t = conf.train
+    t.epochs = epochs if epochs is not None else t.epochs
+    t.encoder_lr = encoder_lr if encoder_lr is not None else t.encoder_lr
+    t.head_lr = head_lr if head_lr is not None else t.head_lr
+
+
+def stage_configs(conf: Config) -> dict[str, Config]:
+    """The `kddocre train` config of each training stage, derived from the pipeline's config.
+    Each carries only what its stage depends on: the teacher has no distillation settings (a
+    changed KD weight must not retrain it), the student streams the corpus rows (with soft
+    labels unless kd = none), fine-tuning starts from the student's weights. The folders they
+    read (`data.train_rows`, `train.init_from`) are set by `plan` once known."""
+    d = conf.distill
+    teacher = copy.deepcopy(conf)
+    teacher.distill = DistillConfig()
+
+    student = copy.deepcopy(conf)
+    student.distill = DistillConfig(kd=d.kd, weight=d.weight, temperature=d.temperature)
+    # init_from "last": no dev split, so the checkpoint kept is the last epoch's; "best": by dev F1
+    student.data.dev = conf.data.dev if d.init_from == "best" else None
+    student.data.test = None
+    _budget(student, d.pretrain_epochs, d.pretrain_encoder_lr, d.pretrain_head_lr)
+
+    finetune = copy.deepcopy(conf)
+    finetune.distill = DistillConfig()
+    _budget(finetune, d.finetune_epochs, d.finetune_encoder_lr, d.finetune_head_lr)
+    for c in (student, finetune):
+        c.scale.num_workers = d.student_workers or c.scale.num_workers
+        c.train.strategy = d.student_strategy or c.train.strategy
+        c.train.deepspeed_config = d.student_deepspeed_config or c.train.deepspeed_config
+    for c in (teacher, student, finetune):
+        c.output_dir = str(Path(conf.output_dir) / STAGES_DIR)
+    return {"teacher": teacher, "student": student, "finetune": finetune}
+
+
+# Folders a training stage reads from an upstream stage: in its fingerprint through `inputs`.
+STAGE_INPUT_KEYS = ("data.train_rows", "train.init_from")
+
+
+def _train_stage(name: str, conf: Config, inputs: dict[str, str], stages_dir: Path) -> Stage:
+    values = result_values(conf, exclude=STAGE_INPUT_KEYS)
+    fp = digest({"values": values, "inputs": inputs, "code": code_version()})
+    folder = stages_dir / f"{name}-{fp}"
+    conf.name = folder.name
+    return Stage(name, fp, folder, conf, inputs, values)
+
+
+def plan(conf: Config) -> list[Stage]:
+    """Every stage of this pipeline, with its fingerprint and folder, in order. NA (kd = none)
+    needs no teacher: its student reads the ingested rows and stages 1-2 are left out."""
+    d = conf.distill
+    if not d.corpus:
+        raise ValueError("distill.corpus is not set: the pipeline needs a distantly labelled corpus "
+                         "(DocRED JSON, e.g. from `kddocre distant`)")
+    stages_dir = Path(conf.output_dir) / STAGES_DIR
+    configs = stage_configs(conf)
+    out: list[Stage] = []
+    if d.kd != "none":
+        out.append(_train_stage("teacher", configs["teacher"], {}, stages_dir))
+    ingest_values = {"corpus": path_digest(d.corpus), "encoder": encoder_identity(conf.model.encoder),
+                     "rel_info": path_digest(conf.data.rel_info), "skip_bad_docs": conf.data.skip_bad_docs,
+                     "facts": path_digest(d.facts) if d.facts else None}
+    fp = digest({"values": ingest_values, "code": code_version()})
+    rows = Stage("ingest", fp, stages_dir / f"ingest-{fp}", values=ingest_values)
+    out.append(rows)
+    if d.kd != "none":
+        inputs = {"teacher": out[0].fingerprint, "ingest": rows.fingerprint}
+        fp = digest({"inputs": inputs, "code": code_version()})
+        rows = Stage("soft_labels", fp, stages_dir / f"soft_labels-{fp}", inputs=inputs)
+        out.append(rows)
+    student = _train_stage("student", configs["student"], {rows.name: rows.fingerprint}, stages_dir)
+    student.conf.data.train_rows = str(rows.folder)
+    finetune = _train_stage("finetune", configs["finetune"], {"student": student.fingerprint}, stages_dir)
+    finetune.conf.train.init_from = str(student.folder)
+    inputs = {"finetune": finetune.fingerprint}
+    evaluate = Stage("evaluate", digest({"inputs": inputs, "code": code_version()}),
+                     Path(conf.output_dir) / conf.name, inputs=inputs)
+    return [*out, student, finetune, evaluate]
+
+
+def encoder_identity(name: str) -> str:
+    """A named encoder (minilm, a hub name) by name; a folder by the digest of its files."""
+    return "sha256:" + path_digest(name) if Path(name).exists() else name

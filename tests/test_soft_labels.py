@@ -1,0 +1,96 @@
+"""Ingest and soft labels through Ray Data on a local cluster, with a random tiny teacher: the
+Parquet rows hold exactly one logit vector per (document, ordered entity pair) of the corpus,
+equal to the teacher's logits computed directly, to float16 precision."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import REPO, SAMPLE
+from kddocre_ray.config import load_config
+from kddocre_ray.data.docred import load_schema
+from kddocre_ray.pipeline.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
+from test_train_ray import TINY
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The shipped distant sample plus a one-entity document (no pairs) and a broken one."""
+    docs = json.loads((SAMPLE / "distant.json").read_text())[:10]
+    lonely = {**docs[0], "title": "lonely", "vertexSet": docs[0]["vertexSet"][:1], "labels": []}
+    broken = {**docs[1], "title": "broken", "vertexSet": [[{"name": "x", "pos": [0, 99], "sent_id": 0, "type": "PER"}]] * 2}
+    path = tmp_path_factory.mktemp("corpus") / "distant.json"
+    path.write_text(json.dumps(docs[:4] + [lonely] + docs[4:7] + [broken] + docs[7:]))
+    return path, docs
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from kddocre_ray.checkpoint import save_model
+    from kddocre_ray.model.encoder import load_tokenizer
+    from kddocre_ray.task import build_model
+
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.precision=fp32", "model.axial_layers=1"])
+    schema, tokenizer = load_schema(conf.data.rel_info), load_tokenizer(conf.model.encoder)
+    path = tmp_path_factory.mktemp("teacher")
+    save_model(path, build_model(conf.model, schema, tokenizer, seed=3), conf, schema, tokenizer)
+    return path
+
+
+@pytest.fixture(scope="module")
+def soft(corpus, teacher, tmp_path_factory):
+    import ray
+
+    from kddocre_ray.pipeline.ingest import ingest_corpus
+    from kddocre_ray.pipeline.soft_labels import write_soft_labels
+
+    out = tmp_path_factory.mktemp("stages")
+    schema = load_schema(SAMPLE / "rel_info.json")
+    ray.init(num_cpus=2)
+    try:
+        ingest = ingest_corpus(str(corpus[0]), schema, "tiny-random", out / "rows", skip_bad=True, rows_per_shard=4)
+        stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=1, use_gpu=False, threads=2,
+                                  batch_size=3)
+    finally:
+        ray.shutdown()
+    return ingest, stats, out
+
+
+def test_ingest_counts_and_keys(soft, corpus):
+    ingest, _, out = soft
+    assert (ingest["documents"], ingest["bad_documents"], ingest["no_pair_documents"], ingest["rows"]) == (12, 1, 1, 10)
+    assert ingest["shards"] == 3 and len(list((out / "rows").glob("*.parquet"))) == 3
+    table = pq.read_table(out / "rows")
+    assert table.schema.equals(FEATURE_SCHEMA)
+    # file order 0-3 kept, 4 (one entity) dropped, 5-7 kept, 8 (broken) skipped, 9-11 kept
+    assert sorted(table.column("doc_index").to_pylist()) == [0, 1, 2, 3, 5, 6, 7, 9, 10, 11]
+    assert set(table.column("corpus").to_pylist()) == {ingest["corpus"]}
+
+
+def test_soft_labels_equal_the_teachers_logits(soft, corpus, teacher):
+    from kddocre_ray.inference import Predictor
+
+    _, stats, out = soft
+    table = pq.read_table(out / "soft")
+    assert table.schema.equals(SOFT_LABEL_SCHEMA)
+    assert stats["documents"] == table.num_rows == 10
+    file_index = {0: 0, 1: 1, 2: 2, 3: 3, 5: 4, 6: 5, 7: 6, 9: 7, 10: 8, 11: 9}  # doc_index -> docs[k]
+    docs = corpus[1]
+    predictor = Predictor.load(teacher, torch.device("cpu"), "fp32")
+    expected = predictor.logits(predictor.features(docs))
+    stored = teacher_logits_of(table, predictor.schema.num_classes)
+    assert stats["pairs"] == sum(e.shape[0] for e in expected)
+    for doc_index, got in zip(table.column("doc_index").to_pylist(), stored):
+        want = expected[file_index[doc_index]]
+        assert got.shape == want.shape  # one C-vector per ordered entity pair
+        torch.testing.assert_close(got, want.half().float(), rtol=2e-3, atol=2e-3)
+    assert stats["bytes_per_document"] > 0
+
+
+def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):
+    _, _, out = soft
+    table = pq.read_table(out / "soft").slice(0, 1)
+    with pytest.raises(ValueError, match=r"document \d+ \(.*\): \d+ teacher logits, expected"):
+        teacher_logits_of(table, 50)
