@@ -31,10 +31,10 @@ sys.path.insert(0, str(REPO))
 
 from kddocre_ray.config import load_config  # noqa: E402
 from kddocre_ray.data.docred import load_schema  # noqa: E402
-from kddocre_ray.data.features import label_matrix, length_grouped_batches  # noqa: E402
+from kddocre_ray.data.features import doc_features, label_matrix, length_grouped_batches  # noqa: E402
 from kddocre_ray.losses import make_loss  # noqa: E402
 from kddocre_ray.model.encoder import encode, load_tokenizer  # noqa: E402
-from kddocre_ray.task import autocast, build_model, features, load_split  # noqa: E402
+from kddocre_ray.task import autocast, build_model, load_split  # noqa: E402
 from kddocre_ray.train.strategy import make_optimizer  # noqa: E402
 
 
@@ -42,7 +42,8 @@ def load_documents(config: str, overrides: list[str]):
     """The config and the features of its train split."""
     conf = load_config(config, overrides)
     schema = load_schema(conf.data.rel_info)
-    feats = features(load_split(conf.data.train, schema), load_tokenizer(conf.model.encoder), schema)
+    tokenizer = load_tokenizer(conf.model.encoder)
+    feats = [doc_features(d, tokenizer, schema) for d in load_split(conf.data.train, schema)]
     return conf, schema, feats
 
 

@@ -43,6 +43,13 @@ def test_run_folder_is_complete(run):
     records = json.loads((run_dir / "result.json").read_text())
     assert all(set(r) == {"title", "h_idx", "t_idx", "r", "evidence"} for r in records)
     assert not list(run_dir.glob(".*tmp*"))  # nothing half-written left behind
+    # the precision the run reports is the one its worker and its scoring task resolved and used
+    import torch
+
+    from kddocre_ray.task import resolve_precision
+
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert metrics["precision"] == auto and metrics["scoring"] == {"device": "cpu", "precision": auto}
 
 
 def test_loss_falls_and_history_is_complete(run):
@@ -76,6 +83,26 @@ def test_finished_run_is_not_overwritten_by_accident(run):
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, f"output_dir={run_dir.parent}", "name=t"])
     with pytest.raises(FileExistsError):
         run_train(conf)
+
+
+def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path):
+    """With distill.teacher, `kddocre train` computes that teacher's logits on its train split in
+    the worker and trains on AFL + weight x MSE: both parts are logged and add up."""
+    import ray
+
+    from kddocre_ray.train.job import run_train
+
+    teacher, _ = run
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.epochs=1", f"distill.teacher={teacher}",
+                                                        "distill.kd=mse", "distill.weight=2.0", f"output_dir={tmp_path}",
+                                                        "name=kd"])
+    try:
+        metrics = run_train(conf)
+    finally:
+        ray.shutdown()
+    [h] = metrics["history"]
+    assert h["train_kd_loss"] > 0 and h["train_re_loss"] > 0
+    assert h["train_loss"] == pytest.approx(h["train_re_loss"] + 2.0 * h["train_kd_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("strategy", [

@@ -34,16 +34,19 @@ class TeacherLogits:
 
 
 def write_soft_labels(rows_dir: Path, checkpoint: Path, out_dir: Path, pool_size: int, use_gpu: bool,
-                      threads: int, batch_size: int, log=print) -> dict:
+                      threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
+                      actor_kwargs: dict | None = None) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
 
     Each actor reserves one logical CPU (and one GPU with `use_gpu`) but runs `threads` torch
     threads: reserving all of them would leave Ray Data no CPU for its read and write tasks on a
-    small machine, and the pipeline would stall.
+    small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
+    bench/teacher_inference.py times its batches).
     """
     t0 = time.time()
     ds = ray.data.read_parquet(str(rows_dir))
-    ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"checkpoint": str(checkpoint), "threads": threads},
+    kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
+    ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs,
                         batch_size=batch_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=pool_size),
                         num_cpus=1, num_gpus=1 if use_gpu else 0)
     ds.write_parquet(str(out_dir))

@@ -1,0 +1,199 @@
+"""Teacher inference through Ray Data against a plain in-process loop (documents/s), the peak
+memory of the driver and of each teacher actor, and soft-label bytes per document.
+
+    python bench/teacher_inference.py --encoder minilm --docs 1000 --repeats 3        # speed ratio
+    python bench/teacher_inference.py --encoder tiny-random --docs 1000,10000         # memory scaling
+
+Documents: DocRED's test.json (../shared/data, 1,000 documents) repeated under new titles up to
+--docs, ingested once (kddocre's ingest stage, in its own process). The teacher is the benchmark
+teacher's architecture (AFL + axial 2 x 4, configs/redocred_mini/teacher.yaml) on the chosen
+encoder with an untrained head: speed and memory do not depend on the weights' values.
+Precision: the config's `auto` (printed). Rows, each in its own spawned process:
+  plain    one process, `cpu_count` threads: the ingested rows, Predictor.logits batch by batch
+           (the rows' conversion to features included, model loading excluded)
+  ray      the soft-label stage's own `write_soft_labels`: read_parquet -> map_batches on a pool
+           of teacher actors -> write_parquet.
+           end to end: documents / wall time of the whole call (actor start, teacher load, writes)
+           steady: documents/s inside the actors once each has finished its first batch
+Ratios are ray / plain from the same repeat; the figures printed are medians over repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data" / "docred" / "test.json"
+
+from kddocre_ray.pipeline.soft_labels import TeacherLogits  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class TimedTeacherLogits(TeacherLogits):
+    """The product's actor, recording each batch's wall-clock span and its own peak memory."""
+
+    def __init__(self, checkpoint: str, threads: int, timing_dir: str):
+        super().__init__(checkpoint, threads)
+        self.log = Path(timing_dir) / f"actor-{os.getpid()}.jsonl"
+
+    def __call__(self, table):
+        t0 = time.time()
+        out = super().__call__(table)
+        with open(self.log, "a") as f:
+            f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb()}) + "\n")
+        return out
+
+
+def make_inputs(encoder: str, docs: int, work: Path) -> tuple[Path, Path]:
+    """The corpus (docs copies of real documents under new titles) and an untrained teacher."""
+    from kddocre_ray.checkpoint import save_model
+    from kddocre_ray.config import load_config
+    from kddocre_ray.data.docred import load_schema, read_json, write_json
+    from kddocre_ray.model.encoder import load_tokenizer
+    from kddocre_ray.task import build_model
+
+    real = read_json(SHARED)
+    corpus = [{**real[i % len(real)], "title": f"{real[i % len(real)]['title']} #{i // len(real)}"} for i in range(docs)]
+    write_json(corpus, work / "corpus.json")
+    conf = load_config(REPO / "configs" / "redocred_mini" / "teacher.yaml", [f"model.encoder={encoder}"])
+    schema, tokenizer = load_schema(conf.data.rel_info), load_tokenizer(encoder)
+    save_model(work / "teacher", build_model(conf.model, schema, tokenizer, seed=0), conf, schema, tokenizer)
+    return work / "corpus.json", work / "teacher"
+
+
+def _ingest(corpus: str, out: str, encoder: str) -> dict:
+    import ray
+
+    from kddocre_ray.data.docred import load_schema
+    from kddocre_ray.pipeline.ingest import ingest_corpus
+
+    ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
+    try:
+        return ingest_corpus(corpus, load_schema(REPO / "kddocre_ray" / "sample" / "rel_info.json"), encoder,
+                             Path(out), rows_per_shard=500, log=lambda *a: None)
+    finally:
+        ray.shutdown()
+
+
+def _plain(rows: str, teacher: str, batch_size: int) -> dict:
+    import pyarrow.parquet as pq
+    import torch
+
+    from kddocre_ray.inference import Predictor
+    from kddocre_ray.pipeline.rows import features_of
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    predictor = Predictor.load(teacher, torch.device("cpu"))
+    table = pq.read_table(rows)
+    start = time.perf_counter()
+    for k in range(0, table.num_rows, batch_size):
+        predictor.logits(features_of(table.slice(k, batch_size)))
+    seconds = time.perf_counter() - start
+    return {"docs_per_s": table.num_rows / seconds, "seconds": seconds, "precision": predictor.precision,
+            "peak_mb": peak_rss_mb()}
+
+
+def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
+    import ray
+    import ray.cloudpickle
+
+    from kddocre_ray.pipeline.soft_labels import write_soft_labels
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[TimedTeacherLogits.__module__])
+    timing = Path(out).with_name(Path(out).name + "-timing")
+    timing.mkdir()
+    ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
+    try:
+        start = time.time()
+        stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False, max(1, (os.cpu_count() or 1) // pool),
+                                  batch_size, log=lambda *a: None, actor=TimedTeacherLogits,
+                                  actor_kwargs={"timing_dir": str(timing)})
+        wall = time.time() - start
+    finally:
+        ray.shutdown()
+    actors = [[json.loads(line) for line in f.read_text().splitlines()] for f in sorted(timing.glob("*.jsonl"))]
+    first_end = min(b[0]["end"] for b in actors)
+    last_end = max(b[-1]["end"] for b in actors)
+    after_first = sum(x["rows"] for b in actors for x in b[1:])
+    return {"docs_per_s_end_to_end": stats["documents"] / wall, "seconds": wall,
+            "docs_per_s_steady": after_first / (last_end - first_end) if last_end > first_end else float("nan"),
+            "driver_peak_mb": peak_rss_mb(), "actor_peak_mb": [b[-1]["peak_mb"] for b in actors],
+            "bytes_per_document": stats["bytes_per_document"], "bytes": stats["bytes"], "pairs": stats["pairs"],
+            "documents": stats["documents"]}
+
+
+def in_child(fn, *args):
+    """Run `fn` in a fresh spawned process: its peak memory is its own, and the driver stays idle."""
+    with multiprocessing.get_context("spawn").Pool(1) as p:
+        return p.apply(fn, args)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", default="minilm", help="minilm (real weights) or tiny-random")
+    p.add_argument("--docs", default="1000", help="corpus sizes, comma-separated (e.g. 1000,10000)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--pool", type=int, default=1, help="teacher actors")
+    p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
+    p.add_argument("--no-plain", action="store_true", help="Ray Data rows only (memory scaling)")
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args()
+    from kddocre_ray.data.docred import load_schema
+
+    classes = load_schema(REPO / "kddocre_ray" / "sample" / "rel_info.json").num_classes
+    results = {}
+    for n in [int(x) for x in args.docs.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            corpus, teacher = make_inputs(args.encoder, n, work)
+            ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder)
+            runs = []
+            for r in range(args.repeats):
+                ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size)
+                plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
+                runs.append({"ray": ray_row, "plain": plain})
+                line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
+                        f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
+                        f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB")
+                if plain:
+                    line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
+                             f"{ray_row['docs_per_s_steady'] / plain['docs_per_s']:.2f}, end-to-end "
+                             f"{ray_row['docs_per_s_end_to_end'] / plain['docs_per_s']:.2f}")
+                print(line, flush=True)
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        row = runs[0]["ray"]
+        per_value = row["bytes"] / (row["pairs"] * classes)
+        summary = {
+            "documents": n, "rows": ingest["rows"], "encoder": args.encoder, "repeats": args.repeats,
+            "ray_end_to_end_docs_per_s": med([x["ray"]["docs_per_s_end_to_end"] for x in runs]),
+            "ray_steady_docs_per_s": med([x["ray"]["docs_per_s_steady"] for x in runs]),
+            "driver_peak_mb": med([x["ray"]["driver_peak_mb"] for x in runs]),
+            "actor_peak_mb": med([max(x["ray"]["actor_peak_mb"]) for x in runs]),
+            "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
+            "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
+        }
+        if not args.no_plain:
+            summary.update(
+                plain_docs_per_s=med([x["plain"]["docs_per_s"] for x in runs]), precision=runs[0]["plain"]["precision"],
+                ratio_steady=med([x["ray"]["docs_per_s_steady"] / x["plain"]["docs_per_s"] for x in runs]),
+                ratio_end_to_end=med([x["ray"]["docs_per_s_end_to_end"] / x["plain"]["docs_per_s"] for x in runs]))
+        results[n] = summary
+        print(json.dumps(summary, indent=2), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
