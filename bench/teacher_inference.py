@@ -2,7 +2,8 @@
 memory of the driver and of each teacher actor, and soft-label bytes per document.
 
     python bench/teacher_inference.py --encoder minilm --docs 1000 --repeats 3        # speed ratio
-    python bench/teacher_inference.py --encoder tiny-random --docs 1000,10000         # memory scaling
+    python bench/teacher_inference.py --encoder tiny-random --docs 1000,10000 --no-plain \
+        --set model.emb_size=128 model.block_size=16                                  # memory scaling
 
 Documents: DocRED's test.json (../shared/data, 1,000 documents) repeated under new titles up to
 --docs, ingested once (kddocre's ingest stage, in its own process). The teacher is the benchmark
@@ -56,7 +57,7 @@ class TimedTeacherLogits(TeacherLogits):
         return out
 
 
-def make_inputs(encoder: str, docs: int, work: Path) -> tuple[Path, Path]:
+def make_inputs(encoder: str, docs: int, work: Path, overrides: list[str]) -> tuple[Path, Path]:
     """The corpus (docs copies of real documents under new titles) and an untrained teacher."""
     from kddocre_ray.checkpoint import save_model
     from kddocre_ray.config import load_config
@@ -67,7 +68,7 @@ def make_inputs(encoder: str, docs: int, work: Path) -> tuple[Path, Path]:
     real = read_json(SHARED)
     corpus = [{**real[i % len(real)], "title": f"{real[i % len(real)]['title']} #{i // len(real)}"} for i in range(docs)]
     write_json(corpus, work / "corpus.json")
-    conf = load_config(REPO / "configs" / "redocred_mini" / "teacher.yaml", [f"model.encoder={encoder}"])
+    conf = load_config(REPO / "configs" / "redocred_mini" / "teacher.yaml", [f"model.encoder={encoder}", *overrides])
     schema, tokenizer = load_schema(conf.data.rel_info), load_tokenizer(encoder)
     save_model(work / "teacher", build_model(conf.model, schema, tokenizer, seed=0), conf, schema, tokenizer)
     return work / "corpus.json", work / "teacher"
@@ -148,6 +149,9 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=1, help="teacher actors")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
     p.add_argument("--no-plain", action="store_true", help="Ray Data rows only (memory scaling)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="teacher config overrides, e.g. model.emb_size=128 model.block_size=16 (a light head "
+                        "for the memory-scaling runs)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
     from kddocre_ray.data.docred import load_schema
@@ -157,7 +161,7 @@ def main() -> None:
     for n in [int(x) for x in args.docs.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            corpus, teacher = make_inputs(args.encoder, n, work)
+            corpus, teacher = make_inputs(args.encoder, n, work, args.set)
             ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder)
             runs = []
             for r in range(args.repeats):
@@ -176,7 +180,8 @@ def main() -> None:
         row = runs[0]["ray"]
         per_value = row["bytes"] / (row["pairs"] * classes)
         summary = {
-            "documents": n, "rows": ingest["rows"], "encoder": args.encoder, "repeats": args.repeats,
+            "documents": n, "rows": ingest["rows"], "encoder": args.encoder, "overrides": args.set,
+            "repeats": args.repeats,
             "ray_end_to_end_docs_per_s": med([x["ray"]["docs_per_s_end_to_end"] for x in runs]),
             "ray_steady_docs_per_s": med([x["ray"]["docs_per_s_steady"] for x in runs]),
             "driver_peak_mb": med([x["ray"]["driver_peak_mb"] for x in runs]),

@@ -20,8 +20,12 @@ CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder or a checkpoint folder, either works."""
+    """A run folder, a checkpoint folder, or a pipeline's run folder (its fine-tuned model)."""
     path = Path(path)
+    if (path / "pipeline.json").is_file():
+        stages = json.loads((path / "pipeline.json").read_text())["stages"]
+        if "finetune" in stages and "folder" in stages["finetune"]:
+            path = Path(stages["finetune"]["folder"])
     return path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, DataSource, ModelConfig
+from .config import DataSource, ModelConfig
 from .data.docred import RelSchema, read_docs
 from .model.docre import DocREModel
 from .model.encoder import load_encoder

@@ -1,7 +1,7 @@
 """The distillation pipeline end to end on a local Ray cluster with the tiny random encoder:
 every stage runs and commits; a rerun skips them all; a changed KD weight reruns only the student
 stages (here under DeepSpeed ZeRO-2 on two workers); a job killed after the soft labels resumes
-at the student; `ray job submit` against a head started by the test runs the pipeline."""
+at the student; `ray job submit` against a head started by the test runs the pipeline (as NA)."""
 import json
 import os
 import shutil
@@ -75,6 +75,18 @@ def test_every_stage_runs_and_commits_its_manifest(first):
         assert (run_dir / name).exists(), name
     assert metrics["test"]["docs"] == 4 and 0 <= metrics["test"]["f1"] <= 100
     assert set(metrics["histories"]) == {"teacher", "student", "finetune"}
+
+
+def test_the_run_folder_stands_for_the_fine_tuned_model(first, tmp_path):
+    """`kddocre predict --checkpoint RUN` on a pipeline's run folder uses its fine-tuned model and
+    reproduces the pipeline's result.json on the same test documents."""
+    from kddocre_ray.cli import main
+
+    out, _, _ = first
+    test4 = tmp_path / "test4.json"
+    test4.write_text(json.dumps(json.loads((SAMPLE / "test.json").read_text())[:4]))
+    main(["predict", "--checkpoint", str(out / "p"), "--data", str(test4), "--out", str(tmp_path / "pred.json")])
+    assert json.loads((tmp_path / "pred.json").read_text()) == json.loads((out / "p" / "result.json").read_text())
 
 
 def test_student_pretrains_on_streamed_rows_with_both_loss_parts(first):
@@ -170,9 +182,10 @@ def _free_port() -> int:
 def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
     """`ray start --head` in its own process group (stopped by process id, never `ray stop`),
     then `ray job submit --working-dir .` of jobs/distill.py; the job exits 0 and its run
-    folder lands in the absolute --output-dir."""
+    folder lands in the absolute --output-dir. The job runs NA (distill.kd=none): the student
+    pretrains on the ingested rows' distant labels alone, with no teacher."""
     out, args, _ = first
-    _copy_stages(out, tmp_path, ["teacher", "ingest", "soft_labels"])
+    _copy_stages(out, tmp_path, ["ingest"])
     temp = tempfile.mkdtemp(prefix="krt", dir="/tmp")  # Ray's socket paths must stay short
     dash = _free_port()
     head = subprocess.Popen(
@@ -183,7 +196,7 @@ def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
     try:
         address = f"http://127.0.0.1:{dash}"
         submit = ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                  "python", "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "name=j",
+                  "python", "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "distill.kd=none", "name=j",
                   "--output-dir", str(tmp_path)]
         deadline = time.time() + 120
         while True:  # the dashboard takes a few seconds to accept jobs
@@ -198,5 +211,8 @@ def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         shutil.rmtree(temp, ignore_errors=True)
-    assert statuses(tmp_path / "j")["student"] == "ran"
-    assert json.loads((tmp_path / "j" / "metrics.json").read_text())["test"]["docs"] == 4
+    assert statuses(tmp_path / "j") == {"ingest": "skipped", "student": "ran", "finetune": "ran", "evaluate": "ran"}
+    metrics = json.loads((tmp_path / "j" / "metrics.json").read_text())
+    [student] = metrics["histories"]["student"]
+    assert "train_kd_loss" not in student and student["train_loss"] == student["train_re_loss"]
+    assert metrics["test"]["docs"] == 4

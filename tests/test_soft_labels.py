@@ -3,7 +3,6 @@ Parquet rows hold exactly one logit vector per (document, ordered entity pair) o
 equal to the teacher's logits computed directly, to float16 precision."""
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -94,3 +93,40 @@ def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):
     table = pq.read_table(out / "soft").slice(0, 1)
     with pytest.raises(ValueError, match=r"document \d+ \(.*\): \d+ teacher logits, expected"):
         teacher_logits_of(table, 50)
+
+
+def test_streamed_batches_give_every_rank_the_same_steps_and_every_row_once():
+    """Two ranks read one Ray Data stream split with equal=True (as Ray Train splits it): 25 rows
+    each, windows of 16 + 9 rows in batches of 4 -> 4 + 3 = 7 steps on both ranks, as
+    `len(source)` predicted for the schedule; every row is seen once per epoch, in an order that
+    changes with the epoch."""
+    import threading
+
+    import ray
+
+    from kddocre_ray.data.features import Feature
+    from kddocre_ray.pipeline.rows import feature_table
+    from kddocre_ray.train.batches import StreamedBatches
+
+    feats = [Feature(f"d{i}", list(range(5 + i % 7)), [[1], [2]], [(0, 1, 1)]) for i in range(50)]
+    ray.init(num_cpus=2)
+    try:
+        shards = ray.data.from_arrow(feature_table(feats, "c", list(range(50)))).streaming_split(2, equal=True)
+        seen = {}
+
+        def consume(rank: int) -> None:
+            source = StreamedBatches(shards[rank], 50, 3, batch_size=4, seed=0, window=16, world=2)
+            seen[rank] = (len(source), [[[f.title for f in b.features] for b in source.epoch(e)] for e in (0, 1)])
+
+        threads = [threading.Thread(target=consume, args=(r,)) for r in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        ray.shutdown()
+    for epoch in (0, 1):
+        assert [len(seen[r][1][epoch]) for r in (0, 1)] == [seen[0][0], seen[1][0]] == [7, 7]
+        titles = [t for r in (0, 1) for batch in seen[r][1][epoch] for t in batch]
+        assert sorted(titles) == sorted(f"d{i}" for i in range(50))
+    assert seen[0][1][0] != seen[0][1][1]

@@ -106,18 +106,8 @@ def setup(conf: Config) -> Worker:
         dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log)
         dev = DevSet(dev_docs, [doc_features(d, tokenizer, schema) for d in dev_docs],
                      Reference.from_train(train_docs, conf.data.train_facts).facts)
-    tc, kd = conf.train, conf.distill.kd
-    if conf.data.train_rows:  # the pipeline's student: rows (and soft labels unless kd = none) stream in
-        objective = Objective(conf.loss, conf.distill if kd != "none" else None)
-        source = StreamedBatches(ray.train.get_dataset_shard("train"), parquet_rows(conf.data.train_rows),
-                                 schema.num_classes, tc.batch_size, tc.seed, conf.distill.window, world,
-                                 with_teacher=objective.needs_teacher)
-        where = f"{source.rows} streamed rows per worker from {conf.data.train_rows}"
-    else:  # `kddocre train`: the split in memory; with distill.teacher, that teacher's logits too
-        objective = Objective(conf.loss, conf.distill if conf.distill.teacher else None)
-        teacher = teacher_logits(conf, train_docs, schema, device, log) if objective.needs_teacher else None
-        source = InMemoryBatches(train_feats, schema.num_classes, tc.batch_size, tc.seed, rank, world, teacher)
-        where = f"{len(train_feats)} train documents"
+    tc = conf.train
+    objective, source, where = batch_source(conf, train_docs, train_feats, schema, device, rank, world, log)
     log(f"[kddocre] {where}, {len(dev.feats) if dev else 0} dev documents, {world} worker(s) x {threads} threads, "
         f"precision {precision}, device {device}, objective {objective}")
 
@@ -140,6 +130,24 @@ def setup(conf: Config) -> Worker:
     state.update(precision=precision, device=device.type, workers=world)  # what this run really used
     return Worker(conf, rank, world, device, precision, schema, tokenizer, log, source, dev, objective,
                   strategy, train_feats[0], state)
+
+
+def batch_source(conf: Config, train_docs: list[dict], train_feats: list[Feature], schema: RelSchema,
+                 device: torch.device, rank: int, world: int, log):
+    """The objective and where its batches come from: the pipeline's student streams its rows
+    (with soft labels unless kd = none) from this worker's Ray Data shard; `kddocre train`
+    holds its split in memory, with the logits of `distill.teacher` when one is named."""
+    tc = conf.train
+    if conf.data.train_rows:
+        objective = Objective(conf.loss, conf.distill if conf.distill.kd != "none" else None)
+        source = StreamedBatches(ray.train.get_dataset_shard("train"), parquet_rows(conf.data.train_rows),
+                                 schema.num_classes, tc.batch_size, tc.seed, conf.distill.window, world,
+                                 with_teacher=objective.needs_teacher)
+        return objective, source, f"{source.rows} streamed rows per worker from {conf.data.train_rows}"
+    objective = Objective(conf.loss, conf.distill if conf.distill.teacher else None)
+    teacher = teacher_logits(conf, train_docs, schema, device, log) if objective.needs_teacher else None
+    source = InMemoryBatches(train_feats, schema.num_classes, tc.batch_size, tc.seed, rank, world, teacher)
+    return objective, source, f"{len(train_feats)} train documents"
 
 
 def parquet_rows(folder: str) -> int:
