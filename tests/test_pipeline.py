@@ -173,6 +173,10 @@ def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path
                                         "student": "ran", "finetune": "ran", "evaluate": "ran"}
 
 
+# the `ray` command of the Python running the tests (beside it in a venv or pyenv version)
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -189,18 +193,18 @@ def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
     temp = tempfile.mkdtemp(prefix="krt", dir="/tmp")  # Ray's socket paths must stay short
     dash = _free_port()
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={_free_port()}", f"--dashboard-port={dash}",
+        [RAY, "start", "--head", "--block", f"--port={_free_port()}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--include-dashboard=true"],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     try:
         address = f"http://127.0.0.1:{dash}"
-        submit = ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                  "python", "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "distill.kd=none", "name=j",
+        submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                  sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "distill.kd=none", "name=j",
                   "--output-dir", str(tmp_path)]
         deadline = time.time() + 120
         while True:  # the dashboard takes a few seconds to accept jobs
-            probe = subprocess.run(["ray", "job", "list", "--address", address], capture_output=True, env=env)
+            probe = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=env)
             if probe.returncode == 0 or time.time() > deadline:
                 break
             time.sleep(1)
