@@ -1,6 +1,9 @@
 """Print the results table (markdown) from finished run folders: test F1 / Ign F1 and the analyses.
+A pipeline's run folder (`kddocre distill`) gives its fine-tuned model's row, and a second table
+of its stages' times (from their manifests, so reused stages show the time they took when built).
 
     python bench/results_table.py runs/redocred_mini_atlop runs/redocred_mini_afl runs/redocred_mini_teacher
+    python bench/results_table.py runs/redocred_mini_kd_mse runs/redocred_mini_kd_kl runs/redocred_mini_na
 """
 from __future__ import annotations
 
@@ -19,14 +22,30 @@ def row(run: Path) -> str:
     m = json.loads((run / "metrics.json").read_text())
     c = yaml.safe_load((run / "config.yaml").read_text())
     t = m["test"]
-    hist = m["history"]
+    if "histories" in m:  # a pipeline: the fine-tuned model, and every stage's time
+        hist = m["histories"]["finetune"]
+        train_s = sum(s["seconds"] for s in stage_manifests(run).values())
+    else:
+        hist, train_s = m["history"], m["train_time_s"]
     epoch_s = statistics.median(h["epoch_time_s"] for h in hist)
     best = max(hist, key=lambda h: h.get("dev_f1", 0))
     cells = [c["name"], c["loss"]["name"], str(c["model"]["axial_layers"]), m["precision"], str(len(hist)),
              f"{best.get('dev_f1', float('nan')):.2f} (ep {best['epoch']})",
              *(f"{t[k]:.2f}" for _, k in COLUMNS), f"{t['C']}/{t['W']}/{t['MS']}/{t['MR']}",
-             f"{epoch_s / 60:.1f}", f"{m['train_time_s'] / 60:.1f}"]
+             f"{epoch_s / 60:.1f}", f"{train_s / 60:.1f}"]
     return "| " + " | ".join(cells) + " |"
+
+
+def stage_manifests(run: Path) -> dict[str, dict]:
+    """Each stage's manifest (its counts and seconds), found through pipeline.json."""
+    stages = json.loads((run / "pipeline.json").read_text())["stages"]
+    return {name: json.loads((Path(s["folder"]) / "manifest.json").read_text()) for name, s in stages.items()}
+
+
+def stage_rows(run: Path) -> list[str]:
+    stages = json.loads((run / "pipeline.json").read_text())["stages"]
+    return [f"| {run.name} | {name} | {stages[name]['status']} | {m['seconds'] / 60:.1f} |"
+            for name, m in stage_manifests(run).items()]
 
 
 def main(runs: list[str]) -> None:
@@ -36,6 +55,11 @@ def main(runs: list[str]) -> None:
     print("|" + "---|" * len(head))
     for r in runs:
         print(row(Path(r)))
+    pipelines = [Path(r) for r in runs if (Path(r) / "pipeline.json").exists()]
+    if pipelines:
+        print("\n| run | stage | this run | minutes (when built) |\n|---|---|---|---|")
+        for r in pipelines:
+            print("\n".join(stage_rows(r)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`kddocre`: train, distill, evaluate, predict and build distant corpora from the command line."""
+"""`kddocre`: train, distill, track, evaluate, predict and build distant corpora from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,32 @@ def _train(args) -> None:
     conf = load_config(args.config, args.overrides)
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
-    run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
+    if not conf.tracking.enabled:
+        run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
+        return
+    from .config import to_dict
+    from .fingerprint import digest
+    from .tracking import MlflowReporter
+    from .train.job import FINGERPRINT, prepare_run_dir
+
+    # One MLflow run, opened once the run folder is settled (--overwrite clears it first); a
+    # resumed run continues the MLflow run recorded in the folder's tracking.json.
+    run_dir = prepare_run_dir(conf, args.overwrite)
+    reporter = MlflowReporter(conf, run_dir)
+    reporter.started("train", digest(json.loads((run_dir / FINGERPRINT).read_text())), to_dict(conf))
+    try:
+        metrics = run_train(conf, max_failures=args.max_failures, callbacks=reporter.callbacks("train"))
+    except BaseException:
+        reporter.ended(None)
+        raise
+    reporter.finished("train", run_dir, {"train_time_s": metrics["train_time_s"]}, metrics["history"],
+                      ["metrics.json", "result.json"])
+
+
+def _track(args) -> None:
+    from .tracking import track_folder
+
+    track_folder(Path(args.run_dir), args.experiment)
 
 
 def _distill(args) -> None:
@@ -119,7 +144,8 @@ def parser() -> argparse.ArgumentParser:
                                    "scale.ray_address or RAY_ADDRESS names one), keep the best checkpoint by dev F1, "
                                    "score it, and write the run folder OUTPUT_DIR/NAME (config.yaml, checkpoint/, "
                                    "result.json, metrics.json). Rerunning an unfinished run resumes from its last "
-                                   "checkpoint.",
+                                   "checkpoint. The run is logged to MLflow (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                                   "in the working directory; tracking.enabled=false turns it off).",
                        epilog="Overrides are dotted config keys, e.g.: kddocre train --config configs/tiny.yaml "
                               "train.epochs=2 model.axial_layers=0 loss.name=atl name=my_run")
     t.add_argument("--config", required=True, help="YAML config file (see configs/)")
@@ -139,7 +165,9 @@ def parser() -> argparse.ArgumentParser:
                     "teacher); (4) fine-tune it on data.train; (5) score it on dev and test. Each stage's output "
                     "goes to OUTPUT_DIR/stages/<stage>-<fingerprint>/ and is reused by any run that needs the "
                     "same stage; a rerun skips finished stages and resumes a killed one. The run folder "
-                    "OUTPUT_DIR/NAME gets config.yaml, pipeline.json, metrics.json, result.json and plots/.",
+                    "OUTPUT_DIR/NAME gets config.yaml, pipeline.json, metrics.json, result.json and plots/. MLflow "
+                    "gets a parent run with a nested run per stage (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
+                    "the working directory; tracking.enabled=false turns it off).",
         epilog="Examples: kddocre distill --config configs/tiny.yaml;  kddocre distill --config "
                "configs/redocred_mini/kd_mse.yaml distill.weight=2 name=kd_w2.  As a Ray job: ray job submit "
                "--working-dir . -- python jobs/distill.py --config configs/tiny.yaml --output-dir /abs/path")
@@ -149,6 +177,17 @@ def parser() -> argparse.ArgumentParser:
                                         "shared-storage path under `ray job submit`)")
     k.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     k.set_defaults(func=_distill)
+
+    m = sub.add_parser(
+        "track", help="log a finished run folder to MLflow (after the store was down, or tracking was off)",
+        description="Log a finished run folder (of kddocre train or kddocre distill) to the MLflow store named by "
+                    "MLFLOW_TRACKING_URI (default sqlite:///mlflow.db here): parameters, per-epoch metrics, scores, "
+                    "files and tags, as the live run would have; a pipeline becomes a parent run with a nested run "
+                    "per stage. A folder already fully logged to that store (its tracking.json says so) is left alone.",
+        epilog="Example: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 kddocre track runs/tiny")
+    m.add_argument("run_dir", help="run folder (holds config.yaml and metrics.json)")
+    m.add_argument("--experiment", help="MLflow experiment (default: the run's tracking.experiment)")
+    m.set_defaults(func=_track)
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a labelled file, or a predictions file against gold",
                        description="Either run a checkpoint on a labelled file (--checkpoint RUN --data FILE), or "
@@ -194,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (DocError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DocError, FileNotFoundError, FileExistsError, ValueError, ConnectionError) as e:
         raise SystemExit(f"kddocre {args.command}: {e}") from None
 
 

@@ -131,6 +131,14 @@ class DistillConfig:
     window: int = 256  # rows a student worker holds at once to form length-grouped batches
 
 
+@dataclass
+class TrackingConfig:
+    """MLflow (tracking.py): the store is MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here."""
+
+    enabled: bool = True
+    experiment: str = "kddocre"  # runs to compare side by side share an experiment
+
+
 def worker_cpus(scale: ScaleConfig) -> int:
     """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly,
     so that workers never oversubscribe the cores."""
@@ -148,6 +156,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 CHOICES = {
@@ -236,4 +245,14 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 
 def to_yaml(conf: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(conf))
+    """The resolved config: `extends` is dropped, since its layers are already merged in."""
+    cfg = OmegaConf.structured(conf)
+    cfg.extends = None
+    return OmegaConf.to_yaml(cfg)
+
+
+def read_resolved(path: str | os.PathLike) -> Config:
+    """A run folder's config.yaml, as written by `to_yaml` (older ones still name their `extends`)."""
+    d = OmegaConf.to_container(OmegaConf.load(path))
+    d.pop("extends", None)
+    return from_dict(d)

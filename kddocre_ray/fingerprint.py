@@ -22,7 +22,7 @@ from .config import Config, to_dict
 NOT_RESULT_KEYS = frozenset({
     "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker",
     "train.eval_batch_size", "model.bilinear_chunk", "distill.pool_size", "distill.inference_batch_size",
-    "distill.rows_per_shard",
+    "distill.rows_per_shard", "tracking.enabled", "tracking.experiment",
 })
 # Keys whose value is a file or folder: fingerprinted by content.
 PATH_KEYS = frozenset({

@@ -1,6 +1,8 @@
-"""Shared fixtures: the shipped sample, the shared benchmark data (when present), tiny encoder."""
+"""Shared fixtures: the shipped sample, the shared benchmark data (when present), tiny encoder,
+and a temporary MLflow store for the whole session (nothing writes ./mlflow.db)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "kddocre_ray" / "sample"
 SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> str:
+    """Every run the tests start logs here; subprocesses and Ray jobs inherit the variable."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +58,88 @@ def make_doc(title: str = "doc", labels: list | None = None) -> dict:
         ],
         "labels": labels if labels is not None else [{"h": 1, "t": 2, "r": "P17", "evidence": [0]}],
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server --workers 1` on a free port of 127.0.0.1, over its own SQLite store; its
+    REST API is how tests read back what was logged."""
+
+    def __init__(self, folder: Path):
+        import subprocess
+        import sys
+        import time
+
+        import requests
+
+        self.uri = f"http://127.0.0.1:{free_port()}"
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self.proc = subprocess.Popen(
+            [str(mlflow), "server", "--workers", "1", "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
+             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "art")],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while True:
+            try:
+                requests.get(f"{self.uri}/health", timeout=2).raise_for_status()
+                break
+            except requests.RequestException:
+                assert self.proc.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+
+    def get(self, path: str, **params) -> dict:
+        import requests
+
+        r = requests.get(f"{self.uri}/api/2.0/mlflow/{path}", params=params, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def runs(self, experiment: str) -> list[dict]:
+        import requests
+
+        exp = self.get("experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
+        r = requests.post(f"{self.uri}/api/2.0/mlflow/runs/search", json={"experiment_ids": [exp], "max_results": 1000},
+                          timeout=30)
+        r.raise_for_status()
+        return r.json().get("runs", [])
+
+    def stop(self) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def kill_when(cmd: list[str], ready, what: str, timeout: float = 300) -> None:
+    """Run `cmd` from the repo root in its own process group and SIGKILL the whole group (the
+    driver and its local Ray cluster) as soon as `ready()` holds; fails if it never does."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while not ready():
+            assert proc.poll() is None, f"the command ended before {what}"
+            assert time.time() < deadline, f"no {what} within {timeout:.0f}s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, free_port, kill_when
 from kddocre_ray.config import load_config
 from test_train_ray import TINY
 
@@ -48,13 +47,26 @@ def run(args: list[str], out: Path, name: str = "p") -> dict:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    """One pipeline run on 8 distant documents (20 of them labelled by name matching)."""
+    """One pipeline run on 8 distant documents (20 of them labelled by name matching), tracked in
+    MLflow's default store: no MLFLOW_TRACKING_URI, so sqlite:///mlflow.db in the working directory."""
     base = tmp_path_factory.mktemp("pipeline")
     corpus = base / "distant.json"
     corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
     args = pipeline_args(corpus)
-    metrics = run(args, base / "out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI")
+        mp.chdir(base)
+        metrics = run(args, base / "out")
     return base / "out", args, metrics
+
+
+def stage_runs(client, run_dir: Path) -> tuple:
+    """The pipeline's parent run and its nested runs by stage, as recorded in tracking.json."""
+    state = json.loads((run_dir / "tracking.json").read_text())
+    parent = client.get_run(state["parent"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return state, parent, {r.data.tags["kddocre.stage"]: r for r in children}
 
 
 def stage_dirs(out: Path) -> dict[str, Path]:
@@ -75,6 +87,62 @@ def test_every_stage_runs_and_commits_its_manifest(first):
         assert (run_dir / name).exists(), name
     assert metrics["test"]["docs"] == 4 and 0 <= metrics["test"]["f1"] <= 100
     assert set(metrics["histories"]) == {"teacher", "student", "finetune"}
+
+
+def test_the_pipeline_is_tracked_in_mlflows_default_store(first):
+    """A parent run with the pipeline's config, a nested run per stage with its own parameters,
+    per-epoch metrics at step = epoch (logged live by the Ray Train callback), final scores and files."""
+    from mlflow import MlflowClient
+
+    out, _, metrics = first
+    db = out.parent / "mlflow.db"
+    assert db.exists()
+    client = MlflowClient(f"sqlite:///{db}")
+    state, parent, runs = stage_runs(client, out / "p")
+    assert state["complete"] and state["uri"] == f"sqlite:///{db}"
+    assert client.get_experiment(parent.info.experiment_id).name == "tiny"
+    assert parent.info.status == "FINISHED" and parent.data.tags["kddocre.kind"] == "pipeline"
+    assert parent.data.params["distill.kd"] == "mse" and parent.data.params["distill.pretrain_epochs"] == "1"
+    assert parent.data.metrics["test_f1"] == pytest.approx(metrics["test"]["f1"])
+    assert {"config.yaml", "pipeline.json", "metrics.json", "result.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert sorted(runs) == sorted(STAGES) and all(r.info.status == "FINISHED" for r in runs.values())
+    for name in ("teacher", "student", "finetune"):
+        run = runs[name]
+        assert run.data.params["run.precision"] == "fp32" and run.data.params["run.workers"] == "1"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+        assert run.data.tags["kddocre.checkpoint"].endswith("checkpoint")
+        assert run.data.tags["mlflow.source.git.commit"]
+    assert runs["teacher"].data.params["distill.kd"] == "mse" and runs["teacher"].data.params["distill.weight"] == "1.0"
+    assert "train_kd_loss" in runs["student"].data.metrics and "train_kd_loss" not in runs["teacher"].data.metrics
+    assert runs["student"].data.params["train.epochs"] == "1"
+    soft = runs["soft_labels"].data.metrics
+    assert soft["documents"] == 8 and soft["pairs"] > 0 and soft["bytes_per_document"] > 0 and soft["documents_per_s"] > 0
+    assert runs["finetune"].data.metrics["test_f1"] == pytest.approx(metrics["test"]["f1"])
+    assert {"plots/training.png", "plots/test_breakdown.png"} <= {
+        a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "plots")}
+
+
+def test_track_logs_a_finished_pipeline_into_another_store(first, tmp_path):
+    """`kddocre track` replays the run folder: the same parent and nested runs, per-epoch history included."""
+    from mlflow import MlflowClient
+
+    from kddocre_ray.cli import main
+
+    out, _, metrics = first
+    copy = tmp_path / "p"
+    shutil.copytree(out / "p", copy)
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        main(["track", str(copy)])
+    client = MlflowClient(uri)
+    state, parent, runs = stage_runs(client, copy)
+    assert state["complete"] and parent.data.tags["kddocre.logged_afterwards"] == "true"
+    assert sorted(runs) == sorted(STAGES)
+    assert parent.data.metrics["test_ign_f1"] == pytest.approx(metrics["test"]["ign_f1"])
+    assert [m.step for m in client.get_metric_history(runs["finetune"].info.run_id, "dev_f1")] == [1]
+    assert runs["student"].data.params["distill.kd"] == "mse"
 
 
 def test_the_run_folder_stands_for_the_fine_tuned_model(first, tmp_path):
@@ -124,19 +192,48 @@ def test_fine_tuning_starts_from_the_students_weights(first, tmp_path):
 
 
 def test_rerun_skips_every_finished_stage(first):
+    """... and continues the same MLflow runs: no new run, each stage tagged as skipped this time."""
+    from mlflow import MlflowClient
+
     out, args, metrics = first
-    again = run(args, out)
+    client = MlflowClient(f"sqlite:///{out.parent / 'mlflow.db'}")
+    before = json.loads((out / "p" / "tracking.json").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI")
+        mp.chdir(out.parent)
+        again = run(args, out)
     assert statuses(out / "p") == {s: "skipped" for s in STAGES}
     assert again["test"] == metrics["test"]
+    state, parent, runs = stage_runs(client, out / "p")
+    assert state["parent"] == before["parent"] and state["runs"] == before["runs"]
+    assert parent.info.status == "FINISHED"
+    assert all(r.data.tags["kddocre.last_invocation"] == "skipped" for r in runs.values())
+    assert len(client.search_runs([parent.info.experiment_id])) == 1 + len(STAGES)
 
 
-def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first):
+def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first, mlflow_server):
     """Teacher, ingest and soft labels are reused; the student and fine-tuning run again on two
-    DeepSpeed ZeRO-2 workers (4 rows each: one step per epoch)."""
+    DeepSpeed ZeRO-2 workers (4 rows each: one step per epoch). Tracked through an MLflow server
+    (read back through its REST API): the reused stages show as skipped, naming their folders."""
     out, args, _ = first
     zero2 = ["distill.weight=0.5", "distill.student_workers=2", "distill.student_strategy=deepspeed",
              f"distill.student_deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
-    metrics = run([*args, *zero2], out, name="w")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+        metrics = run([*args, *zero2], out, name="w")
+    tracked = {r["info"]["run_id"]: r for r in mlflow_server.runs("tiny")}
+    tags = {rid: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for rid, r in tracked.items()}
+    [parent] = [rid for rid, t in tags.items() if t.get("kddocre.kind") == "pipeline"]
+    stages = {t["kddocre.stage"]: rid for rid, t in tags.items() if t.get("mlflow.parentRunId") == parent}
+    assert sorted(stages) == sorted(STAGES)
+    for name in ("teacher", "ingest", "soft_labels"):
+        assert tags[stages[name]]["kddocre.status"] == "skipped"
+        assert tags[stages[name]]["kddocre.stage_folder"] == str(stage_dirs(out)[name].resolve())
+    student = {p["key"]: p["value"] for p in tracked[stages["student"]]["data"]["params"]}
+    assert student["distill.weight"] == "0.5" and student["train.strategy"] == "deepspeed"
+    assert student["run.workers"] == "2"
+    history = mlflow_server.get("metrics/get-history", run_id=stages["student"], metric_key="train_kd_loss")["metrics"]
+    assert [m["step"] for m in history] == [1]
     assert statuses(out / "w") == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped",
                                    "student": "ran", "finetune": "ran", "evaluate": "ran"}
     [student] = metrics["histories"]["student"]
@@ -157,15 +254,7 @@ def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path
     _copy_stages(out, tmp_path, ["teacher", "ingest"])  # the job starts at the soft labels
     cmd = [sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "name=k",
            "--output-dir", str(tmp_path)]
-    job = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not list((tmp_path / "stages").glob("soft_labels-*/manifest.json")) and time.time() < deadline:
-            assert job.poll() is None, "the job ended before its soft labels were written"
-            time.sleep(0.2)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+    kill_when(cmd, lambda: bool(list((tmp_path / "stages").glob("soft_labels-*/manifest.json"))), "soft labels")
     assert not (tmp_path / "k" / "metrics.json").exists()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -177,12 +266,6 @@ def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
     """`ray start --head` in its own process group (stopped by process id, never `ray stop`),
     then `ray job submit --working-dir .` of jobs/distill.py; the job exits 0 and its run
@@ -191,9 +274,9 @@ def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
     out, args, _ = first
     _copy_stages(out, tmp_path, ["ingest"])
     temp = tempfile.mkdtemp(prefix="krt", dir="/tmp")  # Ray's socket paths must stay short
-    dash = _free_port()
+    dash = free_port()
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={_free_port()}", f"--dashboard-port={dash}",
+        [RAY, "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--include-dashboard=true"],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -1,16 +1,13 @@
 """End to end through Ray Train on a local cluster, with the tiny random encoder: a run folder
 that reloads, scores identically through the CLI, and resumes after the driver is killed."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, kill_when
 from kddocre_ray.cli import main
 from kddocre_ray.config import load_config
 
@@ -116,20 +113,22 @@ def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
     cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
            *TINY, *strategy, "data.train.end=24", "train.epochs=3", f"output_dir={tmp_path}", "name=r"]
     snapshot = tmp_path / "r" / "ray" / "checkpoint_manager_snapshot.json"
-    first = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not snapshot.exists() and time.time() < deadline and first.poll() is None:
-            time.sleep(0.5)
-        assert snapshot.exists(), "no checkpoint was written"
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    kill_when(cmd, snapshot.exists, "a checkpoint")
     assert not (tmp_path / "r" / "metrics.json").exists()
+    tracked = json.loads((tmp_path / "r" / "tracking.json").read_text())  # the MLflow run opened before the kill
 
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from checkpoint after epoch" in second.stdout + second.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    # the resumed run continues its MLflow run: one run, every epoch once
+    from mlflow import MlflowClient
+
+    after = json.loads((tmp_path / "r" / "tracking.json").read_text())
+    assert after["runs"] == tracked["runs"] and after["complete"]
+    [run_id] = after["runs"].values()
+    client = MlflowClient(after["uri"])
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2, 3]
 

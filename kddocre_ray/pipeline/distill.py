@@ -20,13 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
-from ..config import Config, to_yaml, worker_cpus
+from ..config import Config, to_dict, to_yaml, worker_cpus
 from ..data.docred import load_schema, read_json, write_json
 from ..evaluation import format_metrics
+from ..fingerprint import flatten
 from ..train.job import run_train
 from ..train.runner import init_ray
 from . import plots
-from .report import RunReport, Reporter
+from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan
 
 
@@ -54,47 +55,67 @@ def submitted_job() -> bool:
 
 
 def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> dict:
+    """Run (or resume) every stage; reports go to `pipeline.json`, the log and, unless
+    `tracking.enabled` is false, MLflow (tracking.py)."""
     check_inputs(conf)
     stages = plan(conf)
     run_dir = Path(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(conf))
-    reporter = reporter or RunReport(run_dir, log)
+    if reporter is None:
+        reporter = RunReport(run_dir, log)
+        if conf.tracking.enabled:
+            from ..tracking import MlflowReporter, Tracker, store_uri
+
+            # a submitted job's working directory is Ray's temporary copy: the default store goes to output_dir
+            tracker = Tracker(conf.tracking.experiment, log, store_uri(Path(conf.output_dir) if submitted_job() else None))
+            reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log, tracker))
     init_ray(conf)
     log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
         f"{Path(conf.output_dir) / 'stages'}")
     done: dict[str, Stage] = {}
-    for stage in stages:
-        if stage.complete:
-            reporter.skipped(stage.name, stage.fingerprint, stage.folder)
-        else:
-            reporter.started(stage.name, stage.fingerprint, stage.values)
-            metrics, history, files = RUNNERS[stage.name](conf, stage, done, log)
-            reporter.finished(stage.name, stage.folder, metrics, history, files)
-        done[stage.name] = stage
+    try:
+        for stage in stages:
+            if stage.complete:
+                reporter.skipped(stage.name, stage.fingerprint, stage.folder)
+            else:
+                # a training stage reports its own derived config; a data stage what its fingerprint holds
+                params = flatten(to_dict(stage.conf)) if stage.conf else stage.values
+                reporter.started(stage.name, stage.fingerprint, params)
+                metrics, history, files = RUNNERS[stage.name](conf, stage, done, log, reporter.callbacks(stage.name))
+                reporter.finished(stage.name, stage.folder, metrics, history, files)
+            done[stage.name] = stage
+    except BaseException:
+        reporter.ended(None)
+        raise
     metrics = read_json(run_dir / "metrics.json")
+    reporter.ended(metrics)
     for split in ("dev", "test"):
         if split in metrics:
             log(f"[kddocre] {conf.name} {split}\n{format_metrics(metrics[split])}")
     return metrics
 
 
-def _train(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+def headline(metrics: dict) -> dict:
+    """F1 and Ign F1 of each scored split, as `dev_f1`, `test_ign_f1`, ..."""
+    return {f"{split}_{k}": metrics[split][k] for split in ("dev", "test") if split in metrics for k in ("f1", "ign_f1")}
+
+
+def _train(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
     """A training stage is `kddocre train` on the stage's derived config: a killed one resumes
     from its last Ray Train checkpoint; a finished run folder only lacks its manifest."""
     t0 = time.time()
     if (stage.folder / "metrics.json").exists():
         metrics = read_json(stage.folder / "metrics.json")
     else:
-        metrics = run_train(stage.conf, log=log)
-    final = {f"{split}_{k}": metrics[split][k] for split in ("dev", "test") if split in metrics
-             for k in ("f1", "ign_f1")}
+        metrics = run_train(stage.conf, log=log, callbacks=callbacks)
+    final = headline(metrics)
     stage.commit({**final, "train_time_s": metrics["train_time_s"], "precision": metrics["precision"]},
                  time.time() - t0)
     return final, metrics["history"], ["checkpoint", "metrics.json", "result.json"]
 
 
-def _ingest(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
     from .ingest import ingest_corpus
 
     building = Building(stage)
@@ -107,7 +128,7 @@ def _ingest(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, li
     return stats, [], ["part-*.parquet"]
 
 
-def _soft_labels(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+def _soft_labels(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
     from .soft_labels import write_soft_labels
 
     d = conf.distill
@@ -120,7 +141,7 @@ def _soft_labels(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, lis
     return stats, [], ["*.parquet"]
 
 
-def _evaluate(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, list]:
+def _evaluate(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
     """Copy the fine-tuned model's scores and predictions into the run folder, with plots."""
     t0 = time.time()
     finetune = done["finetune"].folder
@@ -141,7 +162,7 @@ def _evaluate(conf: Config, stage: Stage, done: dict, log) -> tuple[dict, list, 
     shutil.copyfile(finetune / "result.json", tmp)
     os.replace(tmp, stage.folder / "result.json")
     write_json(out, stage.folder / "metrics.json", indent=2)
-    final = {f"{split}_{k}": metrics[split][k] for split in ("dev", "test") if split in metrics for k in ("f1", "ign_f1")}
+    final = headline(metrics)
     stage.commit(final, time.time() - t0)
     return final, [], files
 

@@ -1,14 +1,16 @@
 """What each pipeline stage reports, through one small interface.
 
 Stages call `started`, `finished` (parameters, per-epoch metrics, final metrics, files) or
-`skipped`; `RunReport` keeps it in the run folder's `pipeline.json` and the log. Experiment
-tracking (MLflow) implements the same methods, so it plugs in without touching the stages.
+`skipped`; a training stage passes `callbacks` to Ray Train (per-epoch reports as they happen);
+the pipeline calls `ended` last (metrics None: it failed). `RunReport` keeps it in the run
+folder's `pipeline.json` and the log; `tracking.MlflowReporter` logs it to MLflow; `Reporters`
+sends each event to several.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Optional, Protocol
 
 from ..data.docred import read_json, write_json
 
@@ -21,6 +23,36 @@ class Reporter(Protocol):
     def skipped(self, stage: str, fingerprint: str, folder: Path) -> None: ...
 
     def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None: ...
+
+    def callbacks(self, stage: str) -> list: ...
+
+    def ended(self, metrics: Optional[dict]) -> None: ...
+
+
+class Reporters:
+    """Every event to each reporter, in order."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def started(self, stage: str, fingerprint: str, params: dict) -> None:
+        for r in self.reporters:
+            r.started(stage, fingerprint, params)
+
+    def skipped(self, stage: str, fingerprint: str, folder: Path) -> None:
+        for r in self.reporters:
+            r.skipped(stage, fingerprint, folder)
+
+    def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None:
+        for r in self.reporters:
+            r.finished(stage, folder, metrics, history, files)
+
+    def callbacks(self, stage: str) -> list:
+        return [c for r in self.reporters for c in r.callbacks(stage)]
+
+    def ended(self, metrics: Optional[dict]) -> None:
+        for r in self.reporters:
+            r.ended(metrics)
 
 
 class RunReport:
@@ -52,3 +84,10 @@ class RunReport:
         entry.update(status="ran", folder=str(folder), seconds=seconds, metrics=metrics, files=files)
         self._save()
         self.log(f"[kddocre] stage {stage}: done in {seconds:.0f}s -> {folder}")
+
+    def callbacks(self, stage: str) -> list:
+        return []
+
+    def ended(self, metrics: Optional[dict]) -> None:
+        self.data["status"] = "failed" if metrics is None else "done"
+        self._save()

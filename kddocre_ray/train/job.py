@@ -54,10 +54,11 @@ def prepare_run_dir(conf: Config, overwrite: bool = False) -> Path:
     return run_dir
 
 
-def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print) -> dict:
+def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print, callbacks: list = ()) -> dict:
+    """`callbacks`: Ray Train `UserCallback`s, e.g. per-epoch tracking (tracking.EpochMetrics)."""
     run_dir = prepare_run_dir(conf, overwrite)
     start = time.time()
-    best, latest = fit(conf, run_dir, max_failures)
+    best, latest = fit(conf, run_dir, max_failures, callbacks)
     train_time = time.time() - start
     with latest.as_directory() as d:
         state = torch.load(Path(d) / TRAIN_STATE, weights_only=True)["state"]

@@ -100,7 +100,9 @@ def setup(conf: Config) -> Worker:
     schema = load_schema(conf.data.rel_info)
     tokenizer = load_tokenizer(conf.model.encoder)
     train_docs = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log)
-    train_feats = [doc_features(d, tokenizer, schema) for d in train_docs]
+    # a streamed student reads featurized rows: the annotated split only supplies the probe
+    # document and the Ign facts, so only its first document is featurized
+    train_feats = [doc_features(d, tokenizer, schema) for d in (train_docs[:1] if conf.data.train_rows else train_docs)]
     dev = None
     if conf.data.dev:
         dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log)
@@ -203,6 +205,7 @@ def run_epoch(w: Worker) -> dict:
     metrics = {"epoch": epoch + 1, "step": state["step"]}
     metrics.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
     metrics.update(train_docs_per_s=docs_seen * w.world / train_time, epoch_time_s=train_time)
+    metrics.update(zip(("lr_encoder", "lr_head"), w.strategy.scheduler.get_last_lr()))
     return metrics
 
 

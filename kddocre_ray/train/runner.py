@@ -30,7 +30,8 @@ def init_ray(conf: Config) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
 
 
-def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
+def fit(conf: Config, run_dir: Path, max_failures: int = 0,
+        callbacks: list = ()) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
     """Train; returns the checkpoint with the best dev F1 (the latest one without a dev split)
     and the latest checkpoint."""
     init_ray(conf)
@@ -54,7 +55,7 @@ def fit(conf: Config, run_dir: Path, max_failures: int = 0) -> tuple[ray.train.C
             name=RAY_DIR, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=max_failures)),
+            failure_config=FailureConfig(max_failures=max_failures), callbacks=list(callbacks)),
     )
     result = trainer.fit()
     if result.error:
