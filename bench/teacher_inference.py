@@ -1,5 +1,6 @@
 """Teacher inference through Ray Data against a plain in-process loop (documents/s), the peak
-memory of the driver and of each teacher actor, and soft-label bytes per document.
+memory of the driver and of each teacher actor (peak RSS, and private USS / PSS, which leave out
+the object store's shared pages), and soft-label bytes per document.
 
     python bench/teacher_inference.py --encoder minilm --docs 1000 --repeats 3        # speed ratio
     python bench/teacher_inference.py --encoder tiny-random --docs 1000,10000 --no-plain \
@@ -42,6 +43,43 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def private_mb() -> dict[str, float]:
+    """This process's unique (USS) and proportional (PSS) memory now: unlike RSS, neither counts the
+    shared pages of Ray's object store or of shared libraries in full, so growth with the corpus
+    shows here and not in what the process merely maps."""
+    import psutil
+
+    m = psutil.Process().memory_full_info()
+    return {"uss_mb": m.uss / 2**20, "pss_mb": m.pss / 2**20}
+
+
+class MemorySampler:
+    """The highest USS / PSS of this process, sampled every `every` seconds while in the block."""
+
+    def __init__(self, every: float = 0.5):
+        import threading
+
+        self.every, self.peak = every, {"uss_mb": 0.0, "pss_mb": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        self.peak = {k: max(v, self.peak[k]) for k, v in private_mb().items()}
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 class TimedTeacherLogits(TeacherLogits):
     """The product's actor, recording each batch's wall-clock span and its own peak memory."""
 
@@ -53,7 +91,8 @@ class TimedTeacherLogits(TeacherLogits):
         t0 = time.time()
         out = super().__call__(table)
         with open(self.log, "a") as f:
-            f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb()}) + "\n")
+            f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb(),
+                                **private_mb()}) + "\n")
         return out
 
 
@@ -118,9 +157,10 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
     ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
     try:
         start = time.time()
-        stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False, max(1, (os.cpu_count() or 1) // pool),
-                                  batch_size, log=lambda *a: None, actor=TimedTeacherLogits,
-                                  actor_kwargs={"timing_dir": str(timing)})
+        with MemorySampler() as driver:
+            stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False,
+                                      max(1, (os.cpu_count() or 1) // pool), batch_size, log=lambda *a: None,
+                                      actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)})
         wall = time.time() - start
     finally:
         ray.shutdown()
@@ -131,6 +171,10 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
     return {"docs_per_s_end_to_end": stats["documents"] / wall, "seconds": wall,
             "docs_per_s_steady": after_first / (last_end - first_end) if last_end > first_end else float("nan"),
             "driver_peak_mb": peak_rss_mb(), "actor_peak_mb": [b[-1]["peak_mb"] for b in actors],
+            "driver_peak_uss_mb": driver.peak["uss_mb"], "driver_peak_pss_mb": driver.peak["pss_mb"],
+            # an actor's private memory after its first batch and at its last: equal if it does not grow
+            "actor_uss_mb_first_last": [(b[0]["uss_mb"], b[-1]["uss_mb"]) for b in actors],
+            "actor_peak_pss_mb": [max(x["pss_mb"] for x in b) for b in actors],
             "bytes_per_document": stats["bytes_per_document"], "bytes": stats["bytes"], "pairs": stats["pairs"],
             "documents": stats["documents"]}
 
@@ -170,7 +214,9 @@ def main() -> None:
                 runs.append({"ray": ray_row, "plain": plain})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
                         f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
-                        f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB")
+                        f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB (RSS); private (USS) driver "
+                        f"{ray_row['driver_peak_uss_mb']:.0f} MB, actors first/last batch "
+                        f"{[(round(a), round(b)) for a, b in ray_row['actor_uss_mb_first_last']]} MB")
                 if plain:
                     line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
                              f"{ray_row['docs_per_s_steady'] / plain['docs_per_s']:.2f}, end-to-end "
@@ -186,6 +232,10 @@ def main() -> None:
             "ray_steady_docs_per_s": med([x["ray"]["docs_per_s_steady"] for x in runs]),
             "driver_peak_mb": med([x["ray"]["driver_peak_mb"] for x in runs]),
             "actor_peak_mb": med([max(x["ray"]["actor_peak_mb"]) for x in runs]),
+            "driver_peak_uss_mb": med([x["ray"]["driver_peak_uss_mb"] for x in runs]),
+            "driver_peak_pss_mb": med([x["ray"]["driver_peak_pss_mb"] for x in runs]),
+            "actor_peak_pss_mb": med([max(x["ray"]["actor_peak_pss_mb"]) for x in runs]),
+            "actor_uss_growth_mb": med([max(b - a for a, b in x["ray"]["actor_uss_mb_first_last"]) for x in runs]),
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }
