@@ -139,15 +139,15 @@ def test_training_with_the_store_down_finishes_and_is_tracked_afterwards(tmp_pat
 def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never.db'}")
     args = [*TINY, "data.train.end=4", "data.dev.end=2", "data.test.end=2", "train.epochs=1", "train.max_steps=1",
-            "train.precision=fp32", f"output_dir={tmp_path}", "name=off", "tracking.enabled=false"]
+            "train.precision=fp32", f"output_dir={tmp_path}", "name=untracked", "tracking.enabled=false"]
     import ray
 
     try:
         main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *args])
     finally:
         ray.shutdown()
-    assert (tmp_path / "off" / "metrics.json").exists()
-    assert not (tmp_path / "never.db").exists() and not (tmp_path / "off" / "tracking.json").exists()
+    assert (tmp_path / "untracked" / "metrics.json").exists()
+    assert not (tmp_path / "never.db").exists() and not (tmp_path / "untracked" / "tracking.json").exists()
 
 
 def test_a_run_id_the_store_does_not_hold_opens_a_fresh_run(tmp_path, mlflow_store):
