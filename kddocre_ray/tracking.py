@@ -241,7 +241,13 @@ class MlflowReporter:
 
         self.conf, self.run_dir, self.replay = conf, Path(run_dir), replay
         self.nested, self.fingerprint = fingerprint is not None, fingerprint
-        self.tracker = tracker or Tracker(conf.tracking.experiment, log)
+        if tracker is None:
+            from .train.runner import submitted_job
+
+            # a submitted job's working directory is Ray's temporary copy: its default store goes to output_dir
+            default_dir = Path(conf.output_dir) if submitted_job() else None
+            tracker = Tracker(conf.tracking.experiment, log, store_uri(default_dir))
+        self.tracker = tracker
         self.params = flat_params(to_dict(conf))
         self.parent: Optional[str] = None
         # replay: when the events happened (ms), from the folder's files; live runs use the clock

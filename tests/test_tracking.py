@@ -166,3 +166,18 @@ def test_a_run_id_the_store_does_not_hold_opens_a_fresh_run(tmp_path, mlflow_sto
     assert run_id != "0" * 32
     assert json.loads((folder / "tracking.json").read_text())["runs"] == {"train:fp": run_id}
     assert MlflowClient(mlflow_store).get_run(run_id).data.params == {"a": "1"}
+
+
+def test_a_submitted_jobs_default_store_is_in_its_output_folder(tmp_path, monkeypatch):
+    """Under `ray job submit` the working directory is Ray's temporary copy, deleted after the job:
+    without MLFLOW_TRACKING_URI the store goes to the (absolute) output folder instead."""
+    from kddocre_ray.tracking import MlflowReporter
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "shared"
+    out.mkdir()
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, f"output_dir={out}"])
+    reporter = MlflowReporter(conf, out / conf.name, log=lambda msg: None)
+    assert reporter.tracker.ok and reporter.tracker.uri == f"sqlite:///{out / 'mlflow.db'}"

@@ -25,7 +25,7 @@ from ..data.docred import load_schema, read_json, write_json
 from ..evaluation import format_metrics
 from ..fingerprint import flatten
 from ..train.job import run_train
-from ..train.runner import init_ray
+from ..train.runner import init_ray, submitted_job
 from . import plots
 from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan
@@ -49,11 +49,6 @@ def check_inputs(conf: Config) -> None:
             "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
 
 
-def submitted_job() -> bool:
-    """True in the driver of a `ray job submit` job (Ray sets this variable there)."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-
-
 def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> dict:
     """Run (or resume) every stage; reports go to `pipeline.json`, the log and, unless
     `tracking.enabled` is false, MLflow (tracking.py)."""
@@ -65,11 +60,9 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> d
     if reporter is None:
         reporter = RunReport(run_dir, log)
         if conf.tracking.enabled:
-            from ..tracking import MlflowReporter, Tracker, store_uri
+            from ..tracking import MlflowReporter
 
-            # a submitted job's working directory is Ray's temporary copy: the default store goes to output_dir
-            tracker = Tracker(conf.tracking.experiment, log, store_uri(Path(conf.output_dir) if submitted_job() else None))
-            reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log, tracker))
+            reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log))
     init_ray(conf)
     log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
         f"{Path(conf.output_dir) / 'stages'}")

@@ -19,6 +19,12 @@ from .loop import train_loop
 RAY_DIR = "ray"
 
 
+def submitted_job() -> bool:
+    """True in the driver of a `ray job submit` job (Ray sets this variable there), whose working
+    directory is Ray's temporary copy of the uploaded folder."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
 def init_ray(conf: Config) -> None:
     """Join the cluster named in the config or RAY_ADDRESS, else start a local one."""
     if ray.is_initialized():
