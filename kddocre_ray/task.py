@@ -21,11 +21,16 @@ from .model.encoder import load_encoder
 def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
     """Validated documents; with `skip_bad`, each skipped one is reported and counted."""
     docs, bad = read_docs(path, schema, skip_bad=skip_bad)
+    report_skipped(path, bad, log)
+    return docs
+
+
+def report_skipped(path: str, bad: list, log=print) -> None:
+    """Each skipped document with its file, index, title and field, then their count."""
     for err in bad:
         log(f"skipped bad document: {err}")
     if bad:
         log(f"{path}: skipped {len(bad)} bad documents")
-    return docs
 
 
 def load_split(src: DataSource, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:

@@ -18,6 +18,7 @@ from ..data.distant import distant_label, load_facts
 from ..data.docred import RelSchema, read_docs
 from ..data.features import doc_features
 from ..fingerprint import path_digest
+from ..task import report_skipped
 from .rows import feature_table
 
 
@@ -28,8 +29,7 @@ def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Path, ski
     does), replacing any labels they had."""
     corpus = path_digest(path)
     docs, bad = read_docs(path, schema, skip_bad=skip_bad)
-    for err in bad:
-        log(f"skipped bad document: {err}")
+    report_skipped(path, bad, log)
     distant = {}
     if facts:
         docs, stats = distant_label(docs, load_facts(facts))
