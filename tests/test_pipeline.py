@@ -33,14 +33,20 @@ def statuses(run_dir: Path) -> dict[str, str]:
     return {name: stages[name]["status"] for name in stages}
 
 
-def run(args: list[str], out: Path, name: str = "p") -> dict:
+def run(args: list[str], out: Path, name: str = "p", default_store_in: Path | None = None) -> dict:
+    """Run the tiny pipeline; with `default_store_in`, from that folder and without
+    MLFLOW_TRACKING_URI, so MLflow's default store (./mlflow.db) is the one used."""
     import ray
 
     from kddocre_ray.pipeline.distill import run_pipeline
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [*args, f"output_dir={out}", f"name={name}"])
     try:
-        return run_pipeline(conf)
+        with pytest.MonkeyPatch.context() as mp:
+            if default_store_in:
+                mp.delenv("MLFLOW_TRACKING_URI")
+                mp.chdir(default_store_in)
+            return run_pipeline(conf)
     finally:
         ray.shutdown()
 
@@ -53,10 +59,7 @@ def first(tmp_path_factory):
     corpus = base / "distant.json"
     corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
     args = pipeline_args(corpus)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI")
-        mp.chdir(base)
-        metrics = run(args, base / "out")
+    metrics = run(args, base / "out", default_store_in=base)
     return base / "out", args, metrics
 
 
@@ -198,10 +201,7 @@ def test_rerun_skips_every_finished_stage(first):
     out, args, metrics = first
     client = MlflowClient(f"sqlite:///{out.parent / 'mlflow.db'}")
     before = json.loads((out / "p" / "tracking.json").read_text())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI")
-        mp.chdir(out.parent)
-        again = run(args, out)
+    again = run(args, out, default_store_in=out.parent)
     assert statuses(out / "p") == {s: "skipped" for s in STAGES}
     assert again["test"] == metrics["test"]
     state, parent, runs = stage_runs(client, out / "p")
