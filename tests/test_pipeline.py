@@ -116,6 +116,11 @@ def test_the_pipeline_is_tracked_in_mlflows_default_store(first):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
         assert run.data.tags["kddocre.checkpoint"].endswith("checkpoint")
         assert run.data.tags["mlflow.source.git.commit"]
+    for name in ("teacher", "finetune"):  # epochs were logged as they ended, by the controller, before scoring
+        rid = runs[name].info.run_id
+        [epoch] = client.get_metric_history(rid, "train_loss")
+        [final] = client.get_metric_history(rid, "test_f1")
+        assert epoch.timestamp < final.timestamp
     assert runs["teacher"].data.params["distill.kd"] == "mse" and runs["teacher"].data.params["distill.weight"] == "1.0"
     assert "train_kd_loss" in runs["student"].data.metrics and "train_kd_loss" not in runs["teacher"].data.metrics
     assert runs["student"].data.params["train.epochs"] == "1"
