@@ -13,24 +13,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 from pathlib import Path
 
 import requests
 
+from kddocre_ray.tracking import serve
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -56,22 +50,8 @@ def main() -> None:
             (copy / "tracking.json").unlink(missing_ok=True)
             subprocess.run([str(BIN / "kddocre"), "track", str(copy), "--experiment", args.experiment],
                            env=env, check=True)
-        port = free_port()
-        server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", uri, "--artifacts-destination", f"{tmp}/art"],
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        server, base = serve(uri, Path(tmp) / "art")
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    requests.get(f"{base}/health", timeout=2).raise_for_status()
-                    break
-                except requests.RequestException:
-                    if time.time() > deadline:
-                        raise SystemExit("mlflow server did not start")
-                    time.sleep(0.5)
             exp = requests.get(f"{base}/api/2.0/mlflow/experiments/get-by-name",
                                params={"experiment_name": args.experiment}, timeout=30).json()["experiment"]
             found = requests.post(f"{base}/api/2.0/mlflow/runs/search",

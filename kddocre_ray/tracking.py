@@ -63,6 +63,35 @@ def final_scores(metrics: dict) -> dict[str, float]:
             for k, v in numeric(metrics[split], prefix[split]).items()}
 
 
+def serve(backend_uri: str, artifacts: Path, port: int = 0, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """`mlflow server --workers 1` on 127.0.0.1 (a free port unless `port`), in its own process
+    group (stop it with os.killpg); returns the process and its URI once /health answers."""
+    import socket
+    import sys
+
+    import requests
+
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri, deadline = f"http://127.0.0.1:{port}", time.time() + timeout
+    while True:
+        try:
+            requests.get(f"{uri}/health", timeout=2).raise_for_status()
+            return proc, uri
+        except requests.RequestException:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mlflow server on {uri} did not start") from None
+            time.sleep(0.5)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,

@@ -73,26 +73,9 @@ class MlflowServer:
     REST API is how tests read back what was logged."""
 
     def __init__(self, folder: Path):
-        import subprocess
-        import sys
-        import time
+        from kddocre_ray.tracking import serve
 
-        import requests
-
-        self.uri = f"http://127.0.0.1:{free_port()}"
-        mlflow = Path(sys.executable).parent / "mlflow"
-        self.proc = subprocess.Popen(
-            [str(mlflow), "server", "--workers", "1", "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
-             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "art")],
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while True:
-            try:
-                requests.get(f"{self.uri}/health", timeout=2).raise_for_status()
-                break
-            except requests.RequestException:
-                assert self.proc.poll() is None and time.time() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+        self.proc, self.uri = serve(f"sqlite:///{folder / 'server.db'}", folder / "art")
 
     def get(self, path: str, **params) -> dict:
         import requests
