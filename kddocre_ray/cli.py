@@ -1,4 +1,4 @@
-"""`kddocre`: train, distill, track, evaluate, predict and build distant corpora from the command line."""
+"""`kddocre`: train, distill, sweep, track, evaluate, predict and build distant corpora from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,17 @@ def _distill(args) -> None:
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
     run_pipeline(conf)
+
+
+def _sweep(args) -> None:
+    from .config import load_config
+    from .sweep import run_sweep
+
+    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
+    conf = load_config(args.config, overrides)
+    if args.skip_bad_docs:
+        conf.data.skip_bad_docs = True
+    run_sweep(conf)
 
 
 def _reference(args, schema, conf=None):
@@ -177,6 +188,30 @@ def parser() -> argparse.ArgumentParser:
                                         "shared-storage path under `ray job submit`)")
     k.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     k.set_defaults(func=_distill)
+
+    w = sub.add_parser(
+        "sweep", help="Ray Tune over γ and the learning rates (ASHA on dev F1, one MLflow run per trial)",
+        description="Search the config keys of sweep.space with Ray Tune; each trial is a real Ray Train run of the "
+                    "project's training. sweep.level=teacher: each trial trains a teacher (γ, the teacher's learning "
+                    "rates), stored as the pipeline's teacher stage so a pipeline with the chosen values reuses it. "
+                    "sweep.level=kd: the trials share the pipeline's teacher and soft labels (built once first) and "
+                    "each runs student pretraining, fine-tuning and scoring (KD weight, distill.* learning rates). "
+                    "An empty sweep.space is the paper's grid loss.gamma = 0, 0.5, 1, 1.5, 2. A leaf of sweep.space "
+                    "is a list (a grid) or {uniform: [lo, hi]} / {loguniform: [lo, hi]} (sweep.num_samples draws). "
+                    "ASHA (sweep.scheduler) stops weak trials early on sweep.metric (dev_f1); as many trials run at "
+                    "once as the cluster's CPUs (GPUs) hold. The sweep folder OUTPUT_DIR/NAME gets results.md, "
+                    "results.csv, best.yaml (the best trial's config) and sweep.json; rerunning an interrupted "
+                    "sweep resumes it (Tuner.restore). Each trial is one MLflow run in tracking.experiment.",
+        epilog="Examples: kddocre sweep --config configs/redocred_mini/sweep_gamma.yaml;  kddocre sweep --config "
+               "configs/tiny.yaml name=lr 'sweep.space.train.encoder_lr={loguniform: [1e-5, 1e-4]}' "
+               "sweep.num_samples=4.  As a Ray job: ray job submit --working-dir . -- python tune/sweep.py "
+               "--config configs/tiny.yaml --output-dir /abs/path")
+    w.add_argument("--config", required=True, help="YAML config file (see configs/); its sweep: section sets the search")
+    w.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sweep.level=kd")
+    w.add_argument("--output-dir", help="where stages and the sweep folder go (required as an absolute or "
+                                        "shared-storage path under `ray job submit`)")
+    w.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    w.set_defaults(func=_sweep)
 
     m = sub.add_parser(
         "track", help="log a finished run folder to MLflow (after the store was down, or tracking was off)",

@@ -139,6 +139,27 @@ class TrackingConfig:
     experiment: str = "kddocre"  # runs to compare side by side share an experiment
 
 
+@dataclass
+class SweepConfig:
+    """Ray Tune over config keys (tune/sweep.py). `space` mirrors the config's own nesting; a
+    leaf is a list (a grid: every value is tried) or {uniform: [lo, hi]} / {loguniform: [lo, hi]}
+    (drawn `num_samples` times). Empty = the paper's grid over loss.gamma."""
+
+    # teacher: each trial trains its own teacher (γ, the teacher's learning rates);
+    # kd: the trials share the pipeline's teacher and soft labels (KD weight, student learning rates)
+    level: str = "teacher"
+    space: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 1  # draws of the distributions (a grid is crossed with each draw)
+    metric: str = "dev_f1"  # maximized; a trial counts by its best epoch
+    scheduler: str = "asha"  # asha (stops weak trials early) | fifo (every trial runs its whole budget)
+    grace_period: int = 1  # epochs every trial gets before ASHA may stop it
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs (GPUs) run at once
+
+
+PAPER_GAMMA_GRID = [0.0, 0.5, 1.0, 1.5, 2.0]  # the paper's γ grid (Tan et al. 2022, Table 6)
+
+
 def worker_cpus(scale: ScaleConfig) -> int:
     """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly,
     so that workers never oversubscribe the cores."""
@@ -157,6 +178,7 @@ class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 CHOICES = {
@@ -167,6 +189,8 @@ CHOICES = {
     "distill.kd": ("mse", "kl", "none"),
     "distill.init_from": ("best", "last"),
     "distill.student_strategy": ("ddp", "deepspeed", None),
+    "sweep.level": ("teacher", "kd"),
+    "sweep.scheduler": ("asha", "fifo"),
 }
 
 
@@ -187,19 +211,43 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     if missing:
         raise ValueError(f"{path or 'config'}: required keys not set: {sorted(missing)}")
     conf: Config = OmegaConf.to_object(cfg)
+    _check(conf, str(path or "config"))
+    return _absolute_paths(conf)
+
+
+def _check(conf: Config, where: str) -> None:
+    """What the types alone do not say: one of the allowed choices, consistent model sizes."""
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(conf, section), name)
         if value not in allowed:
-            raise ValueError(f"{path or 'config'}: {key}={value!r}; choose one of {allowed}")
+            raise ValueError(f"{where}: {key}={value!r}; choose one of {allowed}")
     m = conf.model
     if not 0 <= m.chunk_overlap < m.max_length - 2:
-        raise ValueError(f"{path or 'config'}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
+        raise ValueError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
                          f"model.max_length - 2 = {m.max_length - 2})")
     if m.emb_size % m.block_size or m.bilinear_chunk < 1:
-        raise ValueError(f"{path or 'config'}: model.emb_size={m.emb_size} must be a multiple of "
+        raise ValueError(f"{where}: model.emb_size={m.emb_size} must be a multiple of "
                          f"model.block_size={m.block_size}, and model.bilinear_chunk >= 1")
-    return _absolute_paths(conf)
+
+
+def with_values(conf: Config, values: dict[str, Any], where: str = "override") -> Config:
+    """A copy of `conf` with dotted keys set (a sweep trial's values), type-checked and
+    validated like the config file itself: an unknown key or a wrong type fails here."""
+    cfg = OmegaConf.structured(conf)
+    for key, value in values.items():
+        if OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT) is _ABSENT:
+            raise ValueError(f"{where}: {key} is not a config key")
+        try:
+            OmegaConf.update(cfg, key, value, merge=isinstance(value, dict))  # a dict sets some keys of a section
+        except Exception as e:  # OmegaConf names the type problem
+            raise ValueError(f"{where}: {key}={value!r}: {e}") from None
+    out: Config = OmegaConf.to_object(cfg)
+    _check(out, where)
+    return out
+
+
+_ABSENT = object()
 
 
 def _yaml_chain(path: Path) -> list[Path]:

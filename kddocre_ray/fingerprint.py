@@ -24,6 +24,9 @@ NOT_RESULT_KEYS = frozenset({
     "train.eval_batch_size", "model.bilinear_chunk", "distill.pool_size", "distill.inference_batch_size",
     "distill.rows_per_shard", "tracking.enabled", "tracking.experiment",
 })
+# Sections that describe how runs are organized, not what one computes: a sweep's teacher is
+# the same stage as a pipeline's teacher with the same values.
+NOT_RESULT_SECTIONS = ("sweep.",)
 # Keys whose value is a file or folder: fingerprinted by content.
 PATH_KEYS = frozenset({
     "data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
@@ -87,7 +90,8 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 def result_values(conf: Config, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The config as dotted keys, without NOT_RESULT_KEYS (and `exclude`), paths replaced by
     content digests."""
-    values = {k: v for k, v in flatten(to_dict(conf)).items() if k not in NOT_RESULT_KEYS and k not in exclude}
+    values = {k: v for k, v in flatten(to_dict(conf)).items()
+              if k not in NOT_RESULT_KEYS and k not in exclude and not k.startswith(NOT_RESULT_SECTIONS)}
     for key in PATH_KEYS:
         if values.get(key):
             values[key] = "sha256:" + path_digest(values[key])

@@ -49,11 +49,12 @@ def check_inputs(conf: Config) -> None:
             "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
 
 
-def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> dict:
-    """Run (or resume) every stage; reports go to `pipeline.json`, the log and, unless
-    `tracking.enabled` is false, MLflow (tracking.py)."""
+def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, until: str | None = None) -> dict:
+    """Run (or resume) every stage, or those up to `until`; reports go to `pipeline.json`, the
+    log and, unless `tracking.enabled` is false, MLflow (tracking.py) or to `reporter` alone.
+    Returns the scores (metrics.json), or with `until` that stage's manifest counts."""
     check_inputs(conf)
-    stages = plan(conf)
+    stages = plan(conf, until)
     run_dir = Path(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(conf))
@@ -81,6 +82,10 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print) -> d
     except BaseException:
         reporter.ended(None)
         raise
+    if until is not None:
+        counts = stages[-1].manifest["counts"]
+        reporter.ended(counts)
+        return counts
     metrics = read_json(run_dir / "metrics.json")
     reporter.ended(metrics)
     for split in ("dev", "test"):

@@ -128,18 +128,26 @@ def _train_stage(name: str, conf: Config, inputs: dict[str, str], stages_dir: Pa
     return Stage(name, fp, folder, conf, inputs, values)
 
 
-def plan(conf: Config) -> list[Stage]:
-    """Every stage of this pipeline, with its fingerprint and folder, in order. NA (kd = none)
-    needs no teacher: its student reads the ingested rows and stages 1-2 are left out."""
+def plan(conf: Config, until: Optional[str] = None) -> list[Stage]:
+    """Every stage of this pipeline, with its fingerprint and folder, in order; with `until`,
+    the stages up to and including that one (a sweep's teacher trials, or the stages a KD sweep's
+    trials share). NA (kd = none) needs no teacher: its student reads the ingested rows and
+    stages 1-2 are left out."""
     d = conf.distill
-    if not d.corpus:
-        raise ValueError("distill.corpus is not set: the pipeline needs a distantly labelled corpus "
-                         "(DocRED JSON, e.g. from `kddocre distant`)")
+    if until is not None and until not in STAGES:
+        raise ValueError(f"no pipeline stage {until!r}; the stages are {STAGES}")
+    if d.kd == "none" and until in ("teacher", "soft_labels"):
+        raise ValueError(f"distill.kd=none (NA) has no {until} stage")
     stages_dir = Path(conf.output_dir) / STAGES_DIR
     configs = stage_configs(conf)
     out: list[Stage] = []
     if d.kd != "none":
         out.append(_train_stage("teacher", configs["teacher"], {}, stages_dir))
+        if until == "teacher":
+            return out
+    if not d.corpus:
+        raise ValueError("distill.corpus is not set: the pipeline needs a distantly labelled corpus "
+                         "(DocRED JSON, e.g. from `kddocre distant`)")
     ingest_values = {"corpus": path_digest(d.corpus), "encoder": encoder_identity(conf.model.encoder),
                      "rel_info": path_digest(conf.data.rel_info), "skip_bad_docs": conf.data.skip_bad_docs,
                      "facts": path_digest(d.facts) if d.facts else None}
@@ -158,7 +166,8 @@ def plan(conf: Config) -> list[Stage]:
     inputs = {"finetune": finetune.fingerprint}
     evaluate = Stage("evaluate", digest({"inputs": inputs, "code": code_version()}),
                      Path(conf.output_dir) / conf.name, inputs=inputs)
-    return [*out, student, finetune, evaluate]
+    stages = [*out, student, finetune, evaluate]
+    return stages[:[s.name for s in stages].index(until) + 1] if until else stages
 
 
 def encoder_identity(name: str) -> str:

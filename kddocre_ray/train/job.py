@@ -90,7 +90,12 @@ def score_on_cluster(conf: Config, checkpoint: Path) -> dict:
     """Score a checkpoint in a Ray task with a training worker's resources, so that it runs on
     the device the model trained on (a GPU when `scale.use_gpu`), in the precision it trained in
     (fp16 needs a GPU: resolving it on the driver's CPU would fail)."""
-    task = ray.remote(_score).options(num_cpus=worker_cpus(conf.scale), num_gpus=1 if conf.scale.use_gpu else 0)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # placement_group=None: inside a Tune trial the task would otherwise be captured by the
+    # trial's own placement group, which holds no CPU (sweep.py) and could never run it
+    task = ray.remote(_score).options(num_cpus=worker_cpus(conf.scale), num_gpus=1 if conf.scale.use_gpu else 0,
+                                      scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     return ray.get(task.remote(conf, str(checkpoint)))
 
 

@@ -1,0 +1,145 @@
+"""Ray Tune sweeps (sweep.py) on a local Ray cluster with the tiny encoder: trials that must
+differ (a learning rate that overfits the dev split against a learning rate of 0), ASHA stopping
+the weak one, one MLflow run per trial, the best trial picked by dev F1, and a rerun restoring
+the finished sweep instead of running it again. The search space is checked before any work."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLE
+from kddocre_ray.config import load_config
+
+# Train and dev are the same 8 documents: a high learning rate overfits them (dev F1 rises to
+# about 8-27 in 4 epochs), a learning rate of 0 leaves the random model (dev F1 below 1).
+OVERFIT = {"encoder_lr": 3e-3, "head_lr": 3e-3}
+FROZEN = {"encoder_lr": 0.0, "head_lr": 0.0}
+SWEEP = [
+    "model.encoder=tiny-random", "model.max_length=128", "model.chunk_overlap=32",
+    f"data.train.path={SAMPLE / 'dev.json'}", "data.train.end=8", "data.dev.end=8", "data.test.end=4",
+    "train.epochs=4", "train.batch_size=2", "train.warmup_ratio=0", "train.precision=fp32",
+    # the overfitting trial runs first, so ASHA has its epochs to judge the frozen one by
+    "sweep.space.train=[{encoder_lr: 3e-3, head_lr: 3e-3}, {encoder_lr: 0, head_lr: 0}]",
+    "sweep.grace_period=1", "sweep.reduction_factor=2", "tracking.experiment=sweep-test", "name=lr_sweep",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    import ray
+
+    from kddocre_ray.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("sweeps")
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*SWEEP, f"output_dir={out}"])
+    try:
+        summary = run_sweep(conf)
+    finally:
+        ray.shutdown()
+    return conf, summary
+
+
+def _runs(mlflow_store: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("sweep-test")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_the_trial_with_the_highest_dev_f1_is_reported_best(sweep):
+    conf, summary = sweep
+    [good] = [r for r in summary["trials"] if r["values"]["train"] == OVERFIT]
+    [frozen] = [r for r in summary["trials"] if r["values"]["train"] == FROZEN]
+    assert good["dev_f1"] > frozen["dev_f1"]
+    assert summary["best"]["trial"] == good["trial"]
+    # ASHA stopped the frozen trial at a rung; the overfitting one ran all 4 epochs and was scored
+    assert frozen["status"] == "stopped early" and frozen["epochs"] < 4
+    assert good["status"] == "done" and good["epochs"] == 4 and good["test_f1"] is not None
+    teacher = Path(summary["best"]["stage_folder"])
+    best_conf = load_config(f"{conf.output_dir}/{conf.name}/best.yaml")
+    assert (best_conf.train.encoder_lr, best_conf.train.head_lr) == (3e-3, 3e-3)
+    # the trial's teacher is the pipeline's teacher stage: committed with its manifest
+    assert json.loads((teacher / "manifest.json").read_text())["stage"] == "teacher"
+    table = (Path(conf.output_dir) / conf.name / "results.md").read_text()
+    assert good["trial"] in table and "stopped early" in table
+
+
+def test_every_trial_is_one_mlflow_run_with_its_values_and_dev_f1(sweep, mlflow_store):
+    conf, summary = sweep
+    client, runs = _runs(mlflow_store)
+    assert len(runs) == len(summary["trials"]) == 2
+    by_name = {r.info.run_name: r for r in runs}
+    for row in summary["trials"]:
+        run = by_name[f"{conf.name}/{row['trial']}"]
+        p = run.data.params
+        assert float(p["train.encoder_lr"]) == row["values"]["train"]["encoder_lr"]
+        assert float(p["train.head_lr"]) == row["values"]["train"]["head_lr"]
+        assert float(p["loss.gamma"]) == 0.5 and run.data.tags["kddocre.sweep"] == conf.name
+        history = client.get_metric_history(run.info.run_id, "dev_f1")
+        assert [m.step for m in history] == list(range(1, row["epochs"] + 1))
+        assert max(m.value for m in history) == pytest.approx(row["dev_f1"])
+        assert run.info.status == "FINISHED"
+    # the best trial by the store's own numbers is the one the sweep reported
+    best = max(runs, key=lambda r: r.data.metrics.get("best_dev_f1", -1))
+    assert best.info.run_name == f"{conf.name}/{summary['best']['trial']}"
+    stopped = [r for r in runs if r.data.tags.get("kddocre.stopped_early") == "true"]
+    assert len(stopped) == 1 and "test_f1" not in stopped[0].data.metrics
+
+
+def test_a_rerun_restores_the_finished_sweep(sweep, mlflow_store):
+    """Tuner.restore picks the sweep up from its folder: no trial runs again, no MLflow run is added."""
+    import ray
+
+    from kddocre_ray.sweep import run_sweep
+
+    conf, summary = sweep
+    try:
+        again = run_sweep(conf)
+    finally:
+        ray.shutdown()
+    assert again["best"]["trial"] == summary["best"]["trial"]
+    assert [r["dev_f1"] for r in again["trials"]] == [r["dev_f1"] for r in summary["trials"]]
+    assert len(_runs(mlflow_store)[1]) == 2
+
+
+def test_a_sweep_folder_refuses_another_sweep(sweep):
+    from kddocre_ray.sweep import run_sweep
+
+    conf, _ = sweep
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*SWEEP, f"output_dir={conf.output_dir}", "loss.gamma=1.0"])
+    with pytest.raises(ValueError, match="loss.gamma"):
+        run_sweep(conf)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.space.loss.gama=[1]"], "loss.gama is not a config key"),
+    (["sweep.space.loss.gamma=[fast]"], "could not be converted"),
+    (["sweep.space.loss.gamma={uniform: [2, 1]}"], "lo < hi"),
+    (["sweep.space.loss.gamma=[]"], "empty grid"),
+    (["sweep.space.distill.weight=[1, 2]"], "do not all train different teachers"),
+    (["sweep.level=kd", "sweep.space.loss.gamma=[0, 1]"], "changes the teacher or the soft labels"),
+    (["sweep.space.loss.gamma=[0, 1]", "sweep.num_samples=2"], "put train.seed in sweep.space"),
+    (["distill.kd=none"], "NA has no teacher"),
+])
+def test_a_bad_search_space_fails_before_any_work(overrides, message):
+    from kddocre_ray.sweep import check_space
+
+    with pytest.raises(ValueError, match=message):
+        check_space(load_config(REPO / "configs" / "tiny.yaml", overrides))
+
+
+def test_the_default_space_is_the_papers_gamma_grid_and_kd_keys_pass_at_kd_level():
+    from ray import tune
+
+    from kddocre_ray.sweep import check_space, search_space
+
+    conf = load_config(REPO / "configs" / "tiny.yaml")
+    assert search_space(conf) == {"loss.gamma": tune.grid_search([0.0, 0.5, 1.0, 1.5, 2.0])}
+    check_space(conf)
+    kd = load_config(REPO / "configs" / "tiny.yaml", [
+        "sweep.level=kd", "sweep.space.distill.weight=[0.5, 2]",
+        "sweep.space.distill.finetune_head_lr={loguniform: [1e-5, 1e-3]}", "sweep.num_samples=2"])
+    check_space(kd)
+    space = search_space(kd)
+    assert set(space) == {"distill.weight", "distill.finetune_head_lr"}
