@@ -48,25 +48,26 @@ def _track(args) -> None:
 
 
 def _distill(args) -> None:
-    from .config import load_config
     from .pipeline.distill import run_pipeline
 
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
-    conf = load_config(args.config, overrides)
-    if args.skip_bad_docs:
-        conf.data.skip_bad_docs = True
-    run_pipeline(conf)
+    run_pipeline(_job_config(args))
 
 
 def _sweep(args) -> None:
-    from .config import load_config
     from .sweep import run_sweep
+
+    run_sweep(_job_config(args))
+
+
+def _job_config(args):
+    """The config of a Ray-job subcommand (distill, sweep): --output-dir is `output_dir=`."""
+    from .config import load_config
 
     overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
     conf = load_config(args.config, overrides)
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
-    run_sweep(conf)
+    return conf
 
 
 def _reference(args, schema, conf=None):
