@@ -14,19 +14,21 @@ import torch
 from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
 from .model.docre import DocREModel
+from .storage import local_copy, location
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
 CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder, a checkpoint folder, or a pipeline's run folder (its fine-tuned model)."""
-    path = Path(path)
+    """A run folder, a checkpoint folder, or a pipeline's run folder (its fine-tuned model), as
+    a local folder (one in an object store is copied to this node's cache first)."""
+    path = location(path)
     if (path / "pipeline.json").is_file():
         stages = json.loads((path / "pipeline.json").read_text())["stages"]
         if "finetune" in stages and "folder" in stages["finetune"]:
-            path = Path(stages["finetune"]["folder"])
-    return path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path
+            path = location(stages["finetune"]["folder"])
+    return local_copy(path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path)
 
 
 def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,

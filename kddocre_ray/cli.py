@@ -44,7 +44,7 @@ def _train(args) -> None:
 def _track(args) -> None:
     from .tracking import track_folder
 
-    track_folder(Path(args.run_dir), args.experiment)
+    track_folder(args.run_dir, args.experiment)
 
 
 def _distill(args) -> None:

@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 
+from .storage import location, resolve
+
 
 @dataclass
 class DataSource:
@@ -266,7 +268,8 @@ def _yaml_chain(path: Path) -> list[Path]:
 
 
 def _absolute_paths(conf: Config) -> Config:
-    """Ray workers run in other directories: resolve data paths against the caller's cwd now."""
+    """Ray workers run in other directories: resolve data paths against the caller's cwd now.
+    Folders in an object store (output_dir=s3://bucket/runs) stay URIs."""
     d = conf.data
     d.rel_info = str(Path(d.rel_info).expanduser().resolve())
     for src in (d.train, d.dev, d.test):
@@ -279,8 +282,8 @@ def _absolute_paths(conf: Config) -> Config:
                          ("data", "train_rows")):
         value = getattr(getattr(conf, section), key)
         if value:
-            setattr(getattr(conf, section), key, str(Path(value).expanduser().resolve()))
-    conf.output_dir = str(Path(conf.output_dir).expanduser().resolve())
+            setattr(getattr(conf, section), key, resolve(value))  # these may be URIs (stage folders)
+    conf.output_dir = resolve(conf.output_dir)
     return conf
 
 
@@ -301,6 +304,6 @@ def to_yaml(conf: Config) -> str:
 
 def read_resolved(path: str | os.PathLike) -> Config:
     """A run folder's config.yaml, as written by `to_yaml` (older ones still name their `extends`)."""
-    d = OmegaConf.to_container(OmegaConf.load(path))
+    d = OmegaConf.to_container(OmegaConf.create(location(path).read_text()))  # local or in an object store
     d.pop("extends", None)
     return from_dict(d)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .checkpoint import CHECKPOINT
 from .config import Config, to_dict
+from .storage import RemotePath, local_copy, location
 
 # Keys that name where things go or how fast they run, never what a run computes. The worker
 # count is not here: it changes the global batch.
@@ -58,12 +59,17 @@ def path_digest(path: str | os.PathLike) -> str:
     """Digest of a file's bytes, or of a folder's files (names relative to it, and contents).
 
     A finished pipeline stage is its manifest's fingerprint, and a run folder is its exported
-    checkpoint: neither is read whole (soft labels and Ray Train's checkpoints are large)."""
-    p = Path(path)
+    checkpoint: neither is read whole (soft labels and Ray Train's checkpoints are large). In an
+    object store, a folder is digested from its node-local copy (storage.local_copy)."""
+    p = location(path)
     if (p / MANIFEST).is_file():
         return json.loads((p / MANIFEST).read_text())["fingerprint"]
     if (p / CHECKPOINT).is_dir():
         p = p / CHECKPOINT
+    if isinstance(p, RemotePath):
+        if p.is_file():
+            return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        p = local_copy(p)  # raises FileNotFoundError if there is nothing there
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
         return digest([(str(f.relative_to(p)), _file_digest(str(f), *_stamp(f))) for f in files])

@@ -27,7 +27,6 @@ import copy
 import csv
 import io
 import math
-from pathlib import Path
 from typing import Any, Optional
 
 import ray
@@ -41,6 +40,7 @@ from .fingerprint import NOT_RESULT_KEYS, changed_keys, flatten
 from .pipeline.distill import check_inputs, run_pipeline
 from .pipeline.report import RunReport, Reporters
 from .pipeline.stages import plan, stage_configs
+from .storage import Location, location, write_text
 from .train.runner import init_ray
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform}
@@ -149,7 +149,7 @@ class StageToTune(TuneReportCallback):
     """Ray Train callback (in the controller): each epoch of the reported stage to Tune as it
     ends, numbers only, with the stage's folder so the driver can find its final scores."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Location):
         super().__init__()
         self.folder = str(folder)
 
@@ -167,18 +167,18 @@ class TrialReporter:
     """The pipeline's Reporter inside a trial: Tune hears the reported stage's epochs live; a
     stage found complete (a restored sweep, or the same values swept before) replays its history."""
 
-    def __init__(self, stage: str, folder: Path):
+    def __init__(self, stage: str, folder: Location):
         self.stage, self.folder = stage, folder
 
     def started(self, stage: str, fingerprint: str, params: dict) -> None:
         pass
 
-    def skipped(self, stage: str, fingerprint: str, folder: Path) -> None:
+    def skipped(self, stage: str, fingerprint: str, folder: Location) -> None:
         if stage == self.stage:
             for epoch in read_json(folder / "metrics.json")["history"]:
                 tune.report(tune_result(epoch, str(folder)))
 
-    def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None:
+    def finished(self, stage: str, folder: Location, metrics: dict, history: list[dict], files: list[str]) -> None:
         pass
 
     def callbacks(self, stage: str) -> list:
@@ -196,7 +196,7 @@ def run_trial(values: dict, base: dict) -> None:
     stage = reported_stage(sweep)
     until = "teacher" if stage == "teacher" else None
     folder = next(s.folder for s in plan(conf, until) if s.name == stage)
-    run_dir = Path(conf.output_dir) / conf.name
+    run_dir = location(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
     reporter = Reporters(RunReport(run_dir), TrialReporter(stage, folder))
     run_pipeline(conf, reporter=reporter, until=until)
@@ -209,7 +209,7 @@ class TrialRuns(tune.Callback):
     parameters, each epoch's metrics at step = epoch, then its final scores and files. The
     trial -> run ids are kept in the sweep folder, so a restored sweep continues its runs."""
 
-    def __init__(self, base: dict, sweep_dir: Path):
+    def __init__(self, base: dict, sweep_dir: Location):
         self.base, self.sweep_dir = base, sweep_dir
         self.path = sweep_dir / "mlflow_runs.json"
         self.tracker = None  # made on first use: Tune pickles its callbacks with the sweep's state
@@ -238,7 +238,7 @@ class TrialRuns(tune.Callback):
         conf = trial_config(base, trial.config, str(trial))
         run_id = t.create_run(f"{base.name}/{trial}", tags={
             "kddocre.sweep": base.name, "kddocre.sweep_level": base.sweep.level, "kddocre.trial": str(trial),
-            "kddocre.run_dir": str(Path(conf.output_dir) / conf.name), "mlflow.source.git.commit": git_commit()})
+            "kddocre.run_dir": str(location(conf.output_dir) / conf.name), "mlflow.source.git.commit": git_commit()})
         params = {k: v for k, v in flat_params(to_dict(conf)).items() if not k.startswith("sweep.")}
         t.log(run_id, params=params)
         if run_id:
@@ -266,7 +266,7 @@ class TrialRuns(tune.Callback):
         from .tracking import final_scores
 
         t, run_id = self._tracker(), self._runs().get(trial.trial_id)
-        folder = Path((trial.last_result or {}).get("stage_folder", "/nonexistent"))
+        folder = location((trial.last_result or {}).get("stage_folder", "/nonexistent"))
         metrics, tags = {}, {"kddocre.stage_folder": str(folder)}
         if (folder / "metrics.json").exists():  # finished: the scores of its best checkpoint
             metrics = final_scores(read_json(folder / "metrics.json"))
@@ -314,7 +314,7 @@ def _scheduler(conf: Config):
                          reduction_factor=s.reduction_factor, stop_last_trials=False)
 
 
-def _refuse_changed(conf: Config, sweep_dir: Path) -> None:
+def _refuse_changed(conf: Config, sweep_dir: Location) -> None:
     """A sweep folder holds one sweep: a rerun with other result-changing values (or another
     space) is refused with the keys named, instead of mixing two sweeps' trials."""
     saved = sweep_dir / "config.yaml"
@@ -339,7 +339,7 @@ def run_sweep(conf: Config, log=print) -> dict:
 
     check_inputs(conf)
     check_space(conf)
-    sweep_dir = Path(conf.output_dir) / conf.name
+    sweep_dir = location(conf.output_dir) / conf.name
     _refuse_changed(conf, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "config.yaml").write_text(to_yaml(conf))
@@ -353,7 +353,7 @@ def run_sweep(conf: Config, log=print) -> dict:
     base = to_dict(conf)
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), TRIAL_RESOURCES)
     path = sweep_dir / TUNE_DIR
-    if Tuner.can_restore(path):
+    if Tuner.can_restore(str(path)):
         log(f"[kddocre] sweep {conf.name}: resuming from {path}")
         tuner = Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -373,7 +373,7 @@ def run_sweep(conf: Config, log=print) -> dict:
     return summary
 
 
-def summarize(conf: Config, grid, sweep_dir: Path) -> dict:
+def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
     """Every trial (values, best and last epoch's metric, epochs run, test F1 when finished),
     best first; the best trial (Tune's pick over every epoch reported) and its whole config."""
     metric, keys = conf.sweep.metric, list(space_leaves(conf.sweep.space))
@@ -384,7 +384,7 @@ def summarize(conf: Config, grid, sweep_dir: Path) -> dict:
             rows.append({"trial": result.path.rsplit("/", 1)[-1], "values": {k: result.config.get(k) for k in keys},
                          metric: None, "epochs": 0, "status": "error" if result.error else "no result"})
             continue
-        folder = Path(df["stage_folder"].iloc[-1])
+        folder = location(df["stage_folder"].iloc[-1])
         scores = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
         rows.append({"trial": result.path.rsplit("/", 1)[-1], "trial_id": result.metrics.get("trial_id"),
                      "values": {k: result.config.get(k) for k in keys}, metric: float(df[metric].max()),
@@ -398,9 +398,9 @@ def summarize(conf: Config, grid, sweep_dir: Path) -> dict:
     best_conf = trial_config(conf, best_result.config, best["trial"])
     best_conf.sweep, best_conf.tracking.enabled = SweepConfig(), conf.tracking.enabled
     best_conf.name = f"{conf.name}_best"
-    (sweep_dir / "best.yaml").write_text(to_yaml(best_conf))
+    write_text(sweep_dir / "best.yaml", to_yaml(best_conf))
     table = markdown_table(rows, keys, metric)
-    (sweep_dir / "results.md").write_text(table + "\n")
+    write_text(sweep_dir / "results.md", table + "\n")
     _write_csv(rows, keys, metric, sweep_dir / "results.csv")
     summary = {"name": conf.name, "level": conf.sweep.level, "metric": metric, "best": best, "trials": rows,
                "table": table}
@@ -424,13 +424,11 @@ def markdown_table(rows: list[dict], keys: list[str], metric: str) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(rows: list[dict], keys: list[str], metric: str, path: Path) -> None:
+def _write_csv(rows: list[dict], keys: list[str], metric: str, path: Location) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["trial", *keys, f"best_{metric}", "epochs", "status", "test_f1", "test_ign_f1", "stage_folder"])
     for r in rows:
         w.writerow([r["trial"], *(r["values"][k] for k in keys), r[metric], r["epochs"], r["status"],
                     r.get("test_f1"), r.get("test_ign_f1"), r.get("stage_folder")])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(path)
+    write_text(path, buf.getvalue())

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 from ray.train import UserCallback
 
 from .data.docred import read_json, write_json
+from .storage import Location, is_remote, location, on_disk
 
 TRACKING = "tracking.json"
 ARTIFACT_SUFFIXES = (".json", ".yaml", ".png")  # small files; never weights or Parquet shards
@@ -207,12 +208,13 @@ class Tracker:
             if epoch.get("epoch") not in done:
                 self.log(run_id, metrics=epoch_metrics(epoch), step=int(epoch.get("epoch", 0)))
 
-    def log_files(self, run_id: Optional[str], folder: Path, names: list[str]) -> None:
+    def log_files(self, run_id: Optional[str], folder: Location, names: list[str]) -> None:
         for name in names:
-            for path in sorted(folder.glob(name)):
+            for path in sorted(folder.glob(name), key=str):
                 if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and path.stat().st_size < MAX_ARTIFACT_BYTES:
                     parent = str(path.parent.relative_to(folder)) if path.parent != folder else None
-                    self.call(self.client.log_artifact, run_id, str(path), parent)
+                    with on_disk(path) as local:  # a file in an object store: a temporary local copy
+                        self.call(self.client.log_artifact, run_id, str(local), parent)
 
     def end(self, run_id: Optional[str], ok: bool = True, end_ms: Optional[int] = None) -> None:
         if run_id:
@@ -268,13 +270,13 @@ class MlflowReporter:
         None for a plain training run, which has no parent run."""
         from .config import to_dict
 
-        self.conf, self.run_dir, self.replay = conf, Path(run_dir), replay
+        self.conf, self.run_dir, self.replay = conf, location(run_dir), replay
         self.nested, self.fingerprint = fingerprint is not None, fingerprint
         if tracker is None:
             from .train.runner import submitted_job
 
             # a submitted job's working directory is Ray's temporary copy: its default store goes to output_dir
-            default_dir = Path(conf.output_dir) if submitted_job() else None
+            default_dir = Path(conf.output_dir) if submitted_job() and not is_remote(conf.output_dir) else None
             tracker = Tracker(conf.tracking.experiment, log, store_uri(default_dir))
         self.tracker = tracker
         self.params = flat_params(to_dict(conf))
@@ -406,7 +408,7 @@ def track_folder(run_dir: Path, experiment: Optional[str] = None, log: Callable[
     from .fingerprint import MANIFEST, digest
     from .train.job import FINGERPRINT
 
-    run_dir = Path(run_dir)
+    run_dir = location(run_dir)
     if not (run_dir / "metrics.json").exists() or not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: not a finished run folder (needs config.yaml and metrics.json)")
     conf = read_resolved(run_dir / "config.yaml")
@@ -427,7 +429,7 @@ def track_folder(run_dir: Path, experiment: Optional[str] = None, log: Callable[
         reporter.when = (finished - int(1000 * sum(e.get("seconds", 0) for e in stages.values())), finished)
         reporter._open_parent()
         for stage, entry in stages.items():
-            folder = Path(entry.get("folder", ""))
+            folder = location(entry.get("folder", ""))
             end = _mtime_ms(folder / MANIFEST) or finished
             reporter.when = (end - int(1000 * entry.get("seconds", 0)), end)
             if entry["status"] == "skipped":

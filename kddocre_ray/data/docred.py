@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..storage import RemotePath, location
+
 NA = "Na"  # class 0: the adaptive-threshold / no-relation class
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -174,8 +176,9 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes)."""
-    raw = Path(path).read_bytes()
+    """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes), local or in an
+    object store (storage.py)."""
+    raw = location(path).read_bytes()
     try:
         if str(path).endswith(".gz") or raw[:2] == _GZIP_MAGIC:
             raw = gzip.decompress(raw)
@@ -221,14 +224,19 @@ def write_docs(docs: list[dict], path: str | os.PathLike) -> None:
 
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
-    """Write any JSON value atomically (temp file + rename): a crash never leaves half a file."""
-    target = Path(path)
+    """Write any JSON value atomically (temp file + rename; in an object store one PUT): a crash
+    never leaves half a file."""
+    target = location(path)
+    payload = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
+    payload = gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload
+    if isinstance(target, RemotePath):
+        target.write_bytes(payload)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            payload = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
-            f.write(gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())

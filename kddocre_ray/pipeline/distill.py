@@ -16,7 +16,7 @@ fingerprint and status), and, when done, metrics.json, result.json, plots/ and m
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ..config import Config, to_dict, to_yaml, worker_cpus
 from ..data.docred import load_schema, read_json, write_json
 from ..evaluation import format_metrics
 from ..fingerprint import flatten
+from ..storage import is_remote, location, upload
 from ..train.job import run_train
 from ..train.runner import init_ray, submitted_job
 from . import plots
@@ -43,7 +44,8 @@ def check_inputs(conf: Config) -> None:
         hint = (" (under `ray job submit` only the working directory is uploaded: name data by absolute or "
                 "shared-storage paths)" if submitted_job() else "")
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}{hint}")
-    if submitted_job() and Path(conf.output_dir).resolve().is_relative_to(Path.cwd().resolve()):
+    if (submitted_job() and not is_remote(conf.output_dir)
+            and Path(conf.output_dir).resolve().is_relative_to(Path.cwd().resolve())):
         raise ValueError(
             f"output_dir={conf.output_dir} is inside the job's working directory, Ray's temporary copy of the "
             "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
@@ -55,7 +57,7 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
     Returns the scores (metrics.json), or with `until` that stage's manifest counts."""
     check_inputs(conf)
     stages = plan(conf, until)
-    run_dir = Path(conf.output_dir) / conf.name
+    run_dir = location(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(conf))
     if reporter is None:
@@ -66,7 +68,7 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
             reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log))
     init_ray(conf)
     log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
-        f"{Path(conf.output_dir) / 'stages'}")
+        f"{location(conf.output_dir) / 'stages'}")
     done: dict[str, Stage] = {}
     try:
         for stage in stages:
@@ -148,17 +150,15 @@ def _evaluate(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> t
                  for name in ("teacher", "student", "finetune") if name in done}
     out = {"name": conf.name, "kd": conf.distill.kd, "stages": {s: str(done[s].folder) for s in done},
            "histories": histories, **{k: metrics[k] for k in ("dev", "test", "precision", "scoring") if k in metrics}}
-    plot_dir = stage.folder / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    plots.training_curves(histories, plot_dir / "training.png")
     files = ["metrics.json", "result.json", "plots/training.png"]
-    for split in ("dev", "test"):
-        if split in metrics:
-            plots.breakdown(metrics[split], plot_dir / f"{split}_breakdown.png", f"{conf.name} {split}")
-            files.append(f"plots/{split}_breakdown.png")
-    tmp = stage.folder / ".result.json.tmp"
-    shutil.copyfile(finetune / "result.json", tmp)
-    os.replace(tmp, stage.folder / "result.json")
+    with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder
+        plots.training_curves(histories, Path(plot_dir) / "training.png")
+        for split in ("dev", "test"):
+            if split in metrics:
+                plots.breakdown(metrics[split], Path(plot_dir) / f"{split}_breakdown.png", f"{conf.name} {split}")
+                files.append(f"plots/{split}_breakdown.png")
+        upload(Path(plot_dir), stage.folder / "plots")
+    write_json(read_json(finetune / "result.json"), stage.folder / "result.json")
     write_json(out, stage.folder / "metrics.json", indent=2)
     final = headline(metrics)
     stage.commit(final, time.time() - t0)

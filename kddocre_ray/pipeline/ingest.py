@@ -19,10 +19,11 @@ from ..data.docred import RelSchema, read_docs
 from ..data.features import doc_features
 from ..fingerprint import path_digest
 from ..task import report_skipped
+from ..storage import Location
 from .rows import feature_table
 
 
-def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Path, skip_bad: bool = False,
+def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location, skip_bad: bool = False,
                   rows_per_shard: int = 1000, facts: str | None = None, log=print) -> dict:
     """Write `out_dir/part-NNNNN.parquet`; returns the counts a manifest records. With `facts`,
     the documents are first labelled by knowledge-base name matching (as `kddocre distant`

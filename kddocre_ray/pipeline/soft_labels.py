@@ -9,15 +9,15 @@ corpus, and rows are keyed by (corpus fingerprint, doc_index), never by position
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 import ray
 import torch
 from ray.data import ActorPoolStrategy
 
 from ..inference import Predictor
+from ..storage import Location, parquet_files
 from .rows import features_of, with_teacher_logits
 
 
@@ -33,7 +33,7 @@ class TeacherLogits:
         return with_teacher_logits(table, self.predictor.logits(features_of(table)))
 
 
-def write_soft_labels(rows_dir: Path, checkpoint: Path, out_dir: Path, pool_size: int, use_gpu: bool,
+def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
                       threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
                       actor_kwargs: dict | None = None) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
@@ -51,11 +51,11 @@ def write_soft_labels(rows_dir: Path, checkpoint: Path, out_dir: Path, pool_size
                         num_cpus=1, num_gpus=1 if use_gpu else 0)
     ds.write_parquet(str(out_dir))
     seconds = time.time() - t0
-    files = sorted(out_dir.glob("*.parquet"))
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    n = [pq.read_table(f, columns=["n_entities"]).column(0).to_numpy().astype("int64") for f in files]
-    pairs = int(sum((x * (x - 1)).sum() for x in n))
-    size = sum(f.stat().st_size for f in files)
+    fs, files = parquet_files(out_dir)
+    n = pads.dataset([f.path for f in files], format="parquet", filesystem=fs).to_table(columns=["n_entities"])
+    n = n.column(0).to_numpy().astype("int64")
+    rows, pairs = len(n), int((n * (n - 1)).sum())
+    size = sum(f.size for f in files)
     stats = {"documents": rows, "pairs": pairs, "bytes": size, "bytes_per_document": size / max(1, rows),
              "seconds": seconds, "documents_per_s": rows / seconds, "pool_size": pool_size, "shards": len(files)}
     log(f"[kddocre] soft labels: {rows} documents in {seconds:.0f}s ({stats['documents_per_s']:.2f} docs/s), "

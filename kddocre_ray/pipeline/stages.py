@@ -3,9 +3,11 @@
 Each stage's output lives in `output_dir/stages/<stage>-<fingerprint>/`, so pipelines that
 share a stage share its output (NA, KD-KL and KD-MSE of one seed use one teacher and one set of
 soft labels). A stage is complete when its folder holds `manifest.json` with its fingerprint:
-data stages build in a temporary folder that is renamed into place with its manifest inside;
-training stages write the manifest after the run folder is finished. Anything else is
-unfinished: a training stage resumes from its last Ray Train checkpoint, a data stage restarts.
+on a local disk data stages build in a temporary folder that is renamed into place with its
+manifest inside; in an object store (output_dir=s3://..., which has no rename) they write in
+place and the manifest last; training stages write the manifest after the run folder is
+finished. Anything else is unfinished: a training stage resumes from its last Ray Train
+checkpoint, a data stage restarts.
 
 A fingerprint is a digest of the result-changing config values the stage depends on (its own
 derived config, see `stage_configs`), of the upstream stages' fingerprints, and of the code
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Optional
 from ..config import Config, DistillConfig
 from ..data.docred import read_json, write_json
 from ..fingerprint import MANIFEST, code_version, digest, path_digest, result_values
+from ..storage import Location, RemotePath, location, rmtree
 
 STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
 STAGES_DIR = "stages"
@@ -33,7 +35,7 @@ STAGES_DIR = "stages"
 class Stage:
     name: str
     fingerprint: str
-    folder: Path
+    folder: Location
     conf: Optional[Config] = None  # training stages: the config `kddocre train` runs
     inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> fingerprint
     values: dict[str, Any] = field(default_factory=dict)  # what the fingerprint was made of
@@ -59,25 +61,30 @@ class Stage:
 
 
 class Building:
-    """A data stage's temporary folder, renamed into place with its manifest on success; a
-    killed build leaves only the temporary folder, which the next run removes."""
+    """Where a data stage writes. On a local disk: a temporary folder, renamed into place with its
+    manifest on success; a killed build leaves only the temporary folder, which the next run
+    removes. In an object store: the stage's folder itself, emptied first, with the manifest
+    written last; a killed build leaves files without a manifest, which the next run removes."""
 
     def __init__(self, stage: Stage):
         self.stage = stage
-        self.tmp = stage.folder.parent / f".{stage.folder.name}.tmp"
+        self.in_place = isinstance(stage.folder, RemotePath)
+        self.tmp = stage.folder if self.in_place else stage.folder.parent / f".{stage.folder.name}.tmp"
 
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        shutil.rmtree(self.stage.folder, ignore_errors=True)  # an older build without a matching manifest
+    def __enter__(self) -> Location:
+        rmtree(self.tmp)
+        rmtree(self.stage.folder)  # an older build without a matching manifest
         self.tmp.mkdir(parents=True)
         return self.tmp
 
     def commit(self, counts: dict, seconds: float) -> None:
         write_json(self.stage.manifest_for(counts, seconds), self.tmp / MANIFEST, indent=2)
-        os.replace(self.tmp, self.stage.folder)
+        if not self.in_place:
+            os.replace(self.tmp, self.stage.folder)
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.in_place:
+            rmtree(self.tmp)
 
 
 def _budget(conf: Config, epochs: Optional[int], encoder_lr: Optional[float], head_lr: Optional[float]) -> None:
@@ -112,7 +119,7 @@ def stage_configs(conf: Config) -> dict[str, Config]:
         c.train.strategy = d.student_strategy or c.train.strategy
         c.train.deepspeed_config = d.student_deepspeed_config or c.train.deepspeed_config
     for c in (teacher, student, finetune):
-        c.output_dir = str(Path(conf.output_dir) / STAGES_DIR)
+        c.output_dir = str(location(conf.output_dir) / STAGES_DIR)
     return {"teacher": teacher, "student": student, "finetune": finetune}
 
 
@@ -120,7 +127,7 @@ def stage_configs(conf: Config) -> dict[str, Config]:
 STAGE_INPUT_KEYS = ("data.train_rows", "train.init_from")
 
 
-def _train_stage(name: str, conf: Config, inputs: dict[str, str], stages_dir: Path) -> Stage:
+def _train_stage(name: str, conf: Config, inputs: dict[str, str], stages_dir: Location) -> Stage:
     values = result_values(conf, exclude=STAGE_INPUT_KEYS)
     fp = digest({"values": values, "inputs": inputs, "code": code_version()})
     folder = stages_dir / f"{name}-{fp}"
@@ -138,7 +145,7 @@ def plan(conf: Config, until: Optional[str] = None) -> list[Stage]:
         raise ValueError(f"no pipeline stage {until!r}; the stages are {STAGES}")
     if d.kd == "none" and until in ("teacher", "soft_labels"):
         raise ValueError(f"distill.kd=none (NA) has no {until} stage")
-    stages_dir = Path(conf.output_dir) / STAGES_DIR
+    stages_dir = location(conf.output_dir) / STAGES_DIR
     configs = stage_configs(conf)
     out: list[Stage] = []
     if d.kd != "none":
@@ -165,7 +172,7 @@ def plan(conf: Config, until: Optional[str] = None) -> list[Stage]:
     finetune.conf.train.init_from = str(student.folder)
     inputs = {"finetune": finetune.fingerprint}
     evaluate = Stage("evaluate", digest({"inputs": inputs, "code": code_version()}),
-                     Path(conf.output_dir) / conf.name, inputs=inputs)
+                     location(conf.output_dir) / conf.name, inputs=inputs)
     stages = [*out, student, finetune, evaluate]
     return stages[:[s.name for s in stages].index(until) + 1] if until else stages
 

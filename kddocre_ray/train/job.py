@@ -8,11 +8,14 @@ Run folder (`output_dir/name`):
   checkpoint/      the best model by dev F1, reloadable by `kddocre evaluate` / `predict`
   result.json      test predictions in DocRED submission format (dev ones if there is no test)
   metrics.json     dev and test metrics, per-epoch history, timings
-Files are written atomically; metrics.json is written last and marks the run complete.
+Files are written atomically; metrics.json is written last and marks the run complete. The
+folder may be in an object store (output_dir=s3://...): Ray Train writes its checkpoints there
+itself and the rest is uploaded (storage.py).
 """
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from ..data.docred import load_schema, read_json, write_json
 from ..evaluation import Reference, format_metrics
 from ..fingerprint import changed_keys, result_values
 from ..inference import Predictor
+from ..storage import Location, RemotePath, location, rmtree, upload
 from ..task import load_split
 from .loop import TRAIN_STATE
 from .runner import fit
@@ -33,14 +37,14 @@ from .strategy import DS_DIR, OPTIM_STATE
 FINGERPRINT = "fingerprint.json"
 
 
-def prepare_run_dir(conf: Config, overwrite: bool = False) -> Path:
+def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
     """The run folder, checked: a finished run is kept unless `overwrite`; an unfinished one is
     resumed only with the same result-changing config."""
-    run_dir = Path(conf.output_dir) / conf.name
+    run_dir = location(conf.output_dir) / conf.name
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir} holds a finished run; pick another name= or pass --overwrite")
     if overwrite:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        rmtree(run_dir)
     values = result_values(conf)
     if (run_dir / FINGERPRINT).exists():
         changed = changed_keys(read_json(run_dir / FINGERPRINT), values)
@@ -62,14 +66,7 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     train_time = time.time() - start
     with latest.as_directory() as d:
         state = torch.load(Path(d) / TRAIN_STATE, weights_only=True)["state"]
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    best.to_directory(str(tmp))
-    for training_only in (TRAIN_STATE, OPTIM_STATE):  # optimizer states are for resuming, not for use
-        (tmp / training_only).unlink(missing_ok=True)
-    shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
-    shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
-    tmp.rename(run_dir / CHECKPOINT)
+    keep_model(best, run_dir)
 
     # a split to score: the test split, else dev (a student pretrained without dev has neither)
     scored = score_on_cluster(conf, run_dir / CHECKPOINT) if conf.data.dev or conf.data.test else {}
@@ -86,7 +83,26 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     return out
 
 
-def score_on_cluster(conf: Config, checkpoint: Path) -> dict:
+def keep_model(best: ray.train.Checkpoint, run_dir: Location) -> None:
+    """`run_dir/checkpoint`: the best checkpoint without what only resuming needs (optimizer
+    states). Built aside and renamed into place on a local disk, uploaded in an object store (a
+    killed upload is redone by the rerun: metrics.json, the run's marker, is written after it)."""
+    remote = isinstance(run_dir, RemotePath)
+    tmp = Path(tempfile.mkdtemp()) / CHECKPOINT if remote else run_dir / f".{CHECKPOINT}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    best.to_directory(str(tmp))
+    for training_only in (TRAIN_STATE, OPTIM_STATE):  # optimizer states are for resuming, not for use
+        (tmp / training_only).unlink(missing_ok=True)
+    shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
+    rmtree(run_dir / CHECKPOINT)
+    if remote:
+        upload(tmp, run_dir / CHECKPOINT)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    else:
+        tmp.rename(run_dir / CHECKPOINT)
+
+
+def score_on_cluster(conf: Config, checkpoint: Location) -> dict:
     """Score a checkpoint in a Ray task with a training worker's resources, so that it runs on
     the device the model trained on (a GPU when `scale.use_gpu`), in the precision it trained in
     (fp16 needs a GPU: resolving it on the driver's CPU would fail)."""

@@ -30,6 +30,7 @@ from ..data.features import Feature, doc_features
 from ..evaluation import Reference
 from ..inference import Predictor
 from ..metrics import official_scores
+from ..storage import parquet_files
 from ..model.encoder import load_tokenizer
 from ..task import build_model, load_split, resolve_precision, seed_everything
 from .batches import InMemoryBatches, StreamedBatches
@@ -154,7 +155,8 @@ def batch_source(conf: Config, train_docs: list[dict], train_feats: list[Feature
 
 def parquet_rows(folder: str) -> int:
     """Rows of a Parquet folder, from the files' footers: the schedule's length, known before streaming."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(folder).glob("*.parquet")))
+    fs, files = parquet_files(folder)  # local or in an object store
+    return sum(pq.read_metadata(f.path, filesystem=fs).num_rows for f in files)
 
 
 def teacher_logits(conf: Config, docs: list[dict], schema: RelSchema, device: torch.device, log) -> list[torch.Tensor]:

@@ -6,7 +6,6 @@ with the same run folder finds Ray's snapshot there and resumes from the latest 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import ray
 import ray.data
@@ -14,6 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from ..config import Config, to_dict, worker_cpus
+from ..storage import Location
 from .loop import train_loop
 
 RAY_DIR = "ray"
@@ -36,7 +36,7 @@ def init_ray(conf: Config) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
 
 
-def fit(conf: Config, run_dir: Path, max_failures: int = 0,
+def fit(conf: Config, run_dir: Location, max_failures: int = 0,
         callbacks: list = ()) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
     """Train; returns the checkpoint with the best dev F1 (the latest one without a dev split)
     and the latest checkpoint."""

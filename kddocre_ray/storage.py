@@ -1,0 +1,253 @@
+"""Run and stage folders on a local disk or in an object store (s3://, gs://, ...) via pyarrow.fs.
+
+On a cluster of several machines every node must reach the run folders: a local path lands on
+each node's own disk. An object store is shared but has no rename, so the commit protocol never
+needs one there: a folder's files are written in place and its marker (a stage's manifest.json, a
+run's metrics.json) last, and readers trust a folder only once the marker is there. On a local
+disk the same code keeps its atomic renames.
+
+`location(path)` is a `pathlib.Path` for a local path and a `RemotePath` (the subset of Path this
+project uses) for a URI, so folder code reads the same for both. Code that needs files on disk
+(torch.load, transformers' from_pretrained) takes `local_copy(folder)`: a node-local copy of a
+committed, hence immutable, folder, cached by its URI.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator, Union
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+
+def is_remote(path: Union[str, os.PathLike, "RemotePath"]) -> bool:
+    """A URI with a scheme pyarrow opens (s3://, gs://, hdfs://, ...); `file://` counts as local."""
+    if isinstance(path, RemotePath):
+        return True
+    scheme = urlsplit(str(path)).scheme
+    return len(scheme) > 1 and scheme != "file"  # one letter: a Windows drive
+
+
+@lru_cache(maxsize=None)
+def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
+
+
+class RemotePath:
+    """A file or folder in an object store, with the pathlib methods this project uses."""
+
+    def __init__(self, uri: str):
+        parts = urlsplit(uri)
+        self.scheme, self.bucket = parts.scheme, parts.netloc
+        self.key = parts.path.strip("/")
+        self.fs = _filesystem(self.scheme, self.bucket)
+
+    # names
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}"
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RemotePath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, name: Union[str, os.PathLike]) -> "RemotePath":
+        return RemotePath(f"{self}/{str(name).strip('/')}")
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    @property
+    def parent(self) -> "RemotePath":
+        return RemotePath(f"{self.scheme}://{self.bucket}/{self.key.rsplit('/', 1)[0] if '/' in self.key else ''}")
+
+    def resolve(self) -> "RemotePath":
+        return self
+
+    def expanduser(self) -> "RemotePath":
+        return self
+
+    @property
+    def _path(self) -> str:  # pyarrow's path: bucket/key
+        return f"{self.bucket}/{self.key}".rstrip("/")
+
+    # queries
+    def _info(self) -> pafs.FileInfo:
+        return self.fs.get_file_info(self._path)
+
+    def exists(self) -> bool:
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        return self._info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._info().type == pafs.FileType.Directory
+
+    def stat(self) -> SimpleNamespace:
+        """`st_size` and `st_mtime`, as os.stat_result has them."""
+        info = self._info()
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(str(self))
+        return SimpleNamespace(st_size=info.size or 0, st_mtime=info.mtime.timestamp() if info.mtime else 0.0)
+
+    def relative_to(self, other: "RemotePath") -> str:
+        prefix = str(other).rstrip("/") + "/"
+        if not str(self).startswith(prefix):
+            raise ValueError(f"{self} is not inside {other}")
+        return str(self)[len(prefix):]
+
+    def iterdir(self) -> Iterator["RemotePath"]:
+        for info in self.fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True)):
+            yield RemotePath(f"{self.scheme}://{info.path}")
+
+    def glob(self, pattern: str) -> Iterator["RemotePath"]:
+        """What matches `pattern` inside this folder; wildcards only in the last part ("plots/*.png")."""
+        *folders, name = pattern.split("/")
+        base = self
+        for part in folders:
+            base = base / part
+        return (p for p in base.iterdir() if fnmatch.fnmatch(p.name, name))
+
+    # reads and writes: one request each, so a reader never sees half a file
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self._path) as f:
+            return f.read()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self._path) as f:
+            f.write(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        """Nothing to do: an object store's folders are the prefixes of its keys."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if missing_ok and not self.exists():
+            return
+        self.fs.delete_file(self._path)
+
+
+Location = Union[Path, RemotePath]
+
+
+def location(path: Union[str, os.PathLike, RemotePath]) -> Location:
+    """A local path as `Path` (a `file://` URI too), a URI as `RemotePath`."""
+    if isinstance(path, RemotePath):
+        return path
+    if is_remote(path):
+        return RemotePath(str(path))
+    text = str(path)
+    return Path(urlsplit(text).path if text.startswith("file://") else text)
+
+
+def resolve(path: str) -> str:
+    """A config's folder made absolute; URIs stay as they are (`s3://b/x` must not become `$PWD/s3:/b/x`)."""
+    return path if is_remote(path) else str(location(path).expanduser().resolve())
+
+
+def write_text(path: Location, text: str) -> None:
+    """Write a whole file so that no reader sees half of it: temp file + rename on a local disk,
+    one PUT in an object store."""
+    if isinstance(path, RemotePath):
+        path.write_text(text)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def rmtree(path: Location) -> None:
+    """Remove a folder and everything in it; nothing if it is not there."""
+    if isinstance(path, RemotePath):
+        if path.exists():
+            path.fs.delete_dir(path._path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def upload(local: Path, dest: Location) -> None:
+    """Copy a local folder's files into `dest` (files of the same name are replaced)."""
+    if isinstance(dest, RemotePath):
+        pafs.copy_files(str(local), dest._path, destination_filesystem=dest.fs)
+    else:
+        shutil.copytree(local, dest, dirs_exist_ok=True)
+
+
+@contextmanager
+def on_disk(path: Location) -> Iterator[Path]:
+    """A file as a local path for the duration of the block (a temporary copy of a remote one,
+    under the same name, for APIs that only read local files such as MLflow's log_artifact)."""
+    if not isinstance(path, RemotePath):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d) / path.name
+        local.write_bytes(path.read_bytes())
+        yield local
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / "remote"
+
+
+def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
+    """A local folder with the files of `folder`: the folder itself if local, else a copy made once
+    per node for each version of its files (the cache key digests the URI and every file's name,
+    size and modification time, so a run folder rewritten by `--overwrite` is fetched again)."""
+    folder = location(folder)
+    if not isinstance(folder, RemotePath):
+        return folder
+    files = [i for i in folder.fs.get_file_info(pafs.FileSelector(folder._path, recursive=True, allow_not_found=True))
+             if i.type == pafs.FileType.File]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no such folder")
+    listing = sorted((i.path, i.size, str(i.mtime)) for i in files)
+    digest = hashlib.sha256(repr((str(folder), listing)).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{folder.name}-{digest}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        pafs.copy_files(folder._path, str(tmp), source_filesystem=folder.fs)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process on this node finished the same copy first
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def parquet_files(folder: Union[str, os.PathLike, RemotePath]) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The Parquet files directly in a folder (not its manifest or other files), sorted by name,
+    with the filesystem to open them: `pyarrow.dataset.dataset([i.path ...], filesystem=fs)`."""
+    folder = location(folder)
+    fs, root = (folder.fs, folder._path) if isinstance(folder, RemotePath) else (pafs.LocalFileSystem(), str(folder))
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return fs, sorted((i for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")),
+                      key=lambda i: i.path)
