@@ -112,6 +112,40 @@ def test_a_sweep_folder_refuses_another_sweep(sweep):
         run_sweep(conf)
 
 
+def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tmp_path):
+    """The driver builds teacher, ingest and soft labels once; each trial skips them (its
+    pipeline.json says so) and trains its own student and fine-tuning, which differ by the KD
+    weight swept, and reports the fine-tuning's epochs."""
+    import ray
+
+    from kddocre_ray.sweep import run_sweep
+    from test_pipeline import pipeline_args
+
+    corpus = tmp_path / "distant.json"
+    corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
+    conf = load_config(REPO / "configs" / "tiny.yaml", [
+        *pipeline_args(corpus), "distill.finetune_epochs=1", "sweep.level=kd", "sweep.scheduler=fifo",
+        "sweep.space.distill.weight=[0.5, 2.0]", "tracking.enabled=false", "name=kd_sweep",
+        f"output_dir={tmp_path / 'out'}"])
+    try:
+        summary = run_sweep(conf)
+    finally:
+        ray.shutdown()
+    stages = {}
+    for folder in (tmp_path / "out" / "stages").iterdir():
+        stages.setdefault(folder.name.rsplit("-", 1)[0], []).append(folder)
+    assert {k: len(v) for k, v in stages.items()} == {"teacher": 1, "ingest": 1, "soft_labels": 1, "student": 2,
+                                                      "finetune": 2}
+    assert sorted(r["values"]["distill.weight"] for r in summary["trials"]) == [0.5, 2.0]
+    for row in summary["trials"]:
+        run_dir = tmp_path / "out" / "kd_sweep" / "trials" / row["trial"]
+        status = {k: v["status"] for k, v in json.loads((run_dir / "pipeline.json").read_text())["stages"].items()}
+        assert status == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped", "student": "ran",
+                          "finetune": "ran", "evaluate": "ran"}
+        assert row["status"] == "done" and row["epochs"] == 1 and Path(row["stage_folder"]).parent.name == "stages"
+        assert Path(row["stage_folder"]).name.startswith("finetune-")
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["sweep.space.loss.gama=[1]"], "loss.gama is not a config key"),
     (["sweep.space.loss.gamma=[fast]"], "could not be converted"),
