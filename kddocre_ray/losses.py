@@ -53,7 +53,9 @@ def afl_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 0.5,
     pos, _ = _split(labels)
     margin = logits - logits[:, :1]
     log_p = F.logsigmoid(margin)
-    focal = (1 - log_p.exp()).pow(gamma)
+    # (1 - P)^gamma in log space: (1 - exp(log_p)).pow(gamma) rounds 1 - P to 0 once a margin
+    # passes about 17, where pow's gradient (gamma < 1) is inf and inf * 0 turns every gradient NaN
+    focal = torch.exp(gamma * F.logsigmoid(-margin))
     if weight == "official":
         focal = 1 + focal
     loss_pos = -(focal * log_p * pos).sum(1)

@@ -54,6 +54,21 @@ def test_afl_two_positives_each_against_th():
     assert afl_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_afl_gradients_stay_finite_at_large_margins(gamma):
+    """A class 40 logits above TH has P = 1 in fp32: the focal weight (1 - P)^gamma must still have
+    a finite gradient (with (1 - P).pow(0.5) it was inf, and the whole step NaN)."""
+    logits = torch.tensor([[0.0, 40.0, -40.0, 2.0], [0.0, -3.0, 45.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    loss = afl_loss(logits, labels, gamma=gamma)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    # pair 1: positive r1 at margin 40 costs ~0; TH against negatives r2 (-40) and r3 (2)
+    # (pair 2 the same with r2 at 45, negatives -3 and 1): -log P(TH) = log(1 + sum exp(negatives))
+    expected = (math.log(1 + math.exp(-40) + math.exp(2)) + math.log(1 + math.exp(-3) + math.exp(1))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_afl_na_pair_equals_atl():
     assert afl_loss(LOGITS, NA).item() == pytest.approx(atl_loss(LOGITS, NA).item(), rel=1e-6)
 
