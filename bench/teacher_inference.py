@@ -1,4 +1,4 @@
-"""Teacher inference through Ray Data against a plain in-process loop (documents/s), the peak
+r"""Teacher inference through Ray Data against a plain in-process loop (documents/s), the peak
 memory of the driver and of each teacher actor (peak RSS, and private USS / PSS, which leave out
 the object store's shared pages), and soft-label bytes per document.
 

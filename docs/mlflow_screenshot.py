@@ -5,6 +5,11 @@ Logs the given run folders (default: every folder under docs/runs/) into a fresh
 comparison view in headless Chromium (Debian's `chromium` package) and saves a PNG.
 
     python docs/mlflow_screenshot.py [RUN_DIR ...] [--out docs/mlflow_compare.png]
+
+A sweep's trials are logged by the sweep itself: point at its store and name it instead.
+
+    python docs/mlflow_screenshot.py --store sqlite:///mlflow.db --experiment redocred_mini \
+        --sweep redocred_mini_sweep_gamma --out docs/mlflow_sweep_gamma.png
 """
 from __future__ import annotations
 
@@ -35,14 +40,18 @@ def main() -> None:
     p.add_argument("--size", default="1600,1300", help="browser window, WIDTH,HEIGHT")
     p.add_argument("--view", choices=["compare", "chart"], default="compare",
                    help="compare: the runs' comparison page; chart: the experiment's runs with metric charts")
+    p.add_argument("--store", help="an existing MLflow store to show (e.g. a sweep's sqlite:///mlflow.db) "
+                                   "instead of logging run folders into a fresh one")
+    p.add_argument("--sweep", help="only the trials of this sweep (runs tagged kddocre.sweep=NAME)")
     args = p.parse_args()
-    runs = [Path(r) for r in args.runs] or sorted(d for d in (REPO / "docs" / "runs").iterdir() if d.is_dir())
+    runs = [] if args.store else ([Path(r) for r in args.runs]
+                                  or sorted(d for d in (REPO / "docs" / "runs").iterdir() if d.is_dir()))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("chromium not found: apt-get install chromium")
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
+        uri = args.store or f"sqlite:///{tmp}/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         for run in runs:  # copies: tracking.json is written into the folder
             copy = Path(tmp) / "runs" / run.name
@@ -57,8 +66,11 @@ def main() -> None:
             found = requests.post(f"{base}/api/2.0/mlflow/runs/search",
                                   json={"experiment_ids": [exp["experiment_id"]]}, timeout=30).json()["runs"]
             # top-level runs only: a pipeline's parent stands for its stages
-            ids = [r["info"]["run_id"] for r in found
-                   if not any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
+            tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
+            ids = [r["info"]["run_id"] for r, t in zip(found, tags) if "mlflow.parentRunId" not in t
+                   and (args.sweep is None or t.get("kddocre.sweep") == args.sweep)]
+            if not ids:
+                raise SystemExit(f"no runs to compare in {uri} (experiment {args.experiment}, sweep {args.sweep})")
             query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([exp["experiment_id"]])})
             url = (f"{base}/#/compare-runs?{query}" if args.view == "compare"
                    else f"{base}/#/experiments/{exp['experiment_id']}/runs?compareRunsMode=CHART")

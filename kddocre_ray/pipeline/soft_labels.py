@@ -8,7 +8,10 @@ corpus, and rows are keyed by (corpus fingerprint, doc_index), never by position
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -21,16 +24,30 @@ from ..storage import Location, parquet_files
 from .rows import features_of, with_teacher_logits
 
 
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing where libc has none. Batches of documents of every
+    length leave glibc's heap fragmented and it keeps the freed memory: an actor's private memory
+    grew with the corpus (512 -> 1,295 MB over 10,000 documents) until it was trimmed per batch."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
 class TeacherLogits:
     """A Ray Data actor: the teacher loaded once (on the actor's GPU if it has one), then its
-    logits appended to every batch of rows."""
+    logits appended to every batch of rows; freed memory goes back to the OS after each batch."""
 
     def __init__(self, checkpoint: str, threads: int):
         torch.set_num_threads(threads)
         self.predictor = Predictor.load(checkpoint)
+        self.trim = _malloc_trim()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return with_teacher_logits(table, self.predictor.logits(features_of(table)))
+        out = with_teacher_logits(table, self.predictor.logits(features_of(table)))
+        self.trim()
+        return out
 
 
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
