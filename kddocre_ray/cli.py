@@ -59,6 +59,15 @@ def _sweep(args) -> None:
     run_sweep(_job_config(args))
 
 
+def _job_arguments(p, config_help: str, override_example: str, folder: str) -> None:
+    """The arguments of a Ray-job subcommand (distill, sweep), read back by `_job_config`."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {override_example}")
+    p.add_argument("--output-dir", help=f"where stages and {folder} go (required as an absolute or "
+                                        "shared-storage path under `ray job submit`)")
+    p.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+
+
 def _job_config(args):
     """The config of a Ray-job subcommand (distill, sweep): --output-dir is `output_dir=`."""
     from .config import load_config
@@ -183,11 +192,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Examples: kddocre distill --config configs/tiny.yaml;  kddocre distill --config "
                "configs/redocred_mini/kd_mse.yaml distill.weight=2 name=kd_w2.  As a Ray job: ray job submit "
                "--working-dir . -- python jobs/distill.py --config configs/tiny.yaml --output-dir /abs/path")
-    k.add_argument("--config", required=True, help="YAML config file with a distill: section (see configs/)")
-    k.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. distill.kd=kl")
-    k.add_argument("--output-dir", help="where stages and the run folder go (required as an absolute or "
-                                        "shared-storage path under `ray job submit`)")
-    k.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    _job_arguments(k, "YAML config file with a distill: section (see configs/)", "distill.kd=kl", "the run folder")
     k.set_defaults(func=_distill)
 
     w = sub.add_parser(
@@ -207,11 +212,8 @@ def parser() -> argparse.ArgumentParser:
                "configs/tiny.yaml name=lr 'sweep.space.train.encoder_lr={loguniform: [1e-5, 1e-4]}' "
                "sweep.num_samples=4.  As a Ray job: ray job submit --working-dir . -- python tune/sweep.py "
                "--config configs/tiny.yaml --output-dir /abs/path")
-    w.add_argument("--config", required=True, help="YAML config file (see configs/); its sweep: section sets the search")
-    w.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sweep.level=kd")
-    w.add_argument("--output-dir", help="where stages and the sweep folder go (required as an absolute or "
-                                        "shared-storage path under `ray job submit`)")
-    w.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    _job_arguments(w, "YAML config file (see configs/); its sweep: section sets the search", "sweep.level=kd",
+                   "the sweep folder")
     w.set_defaults(func=_sweep)
 
     m = sub.add_parser(

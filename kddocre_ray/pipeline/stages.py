@@ -72,7 +72,8 @@ class Building:
         self.tmp = stage.folder if self.in_place else stage.folder.parent / f".{stage.folder.name}.tmp"
 
     def __enter__(self) -> Location:
-        rmtree(self.tmp)
+        if not self.in_place:
+            rmtree(self.tmp)
         rmtree(self.stage.folder)  # an older build without a matching manifest
         self.tmp.mkdir(parents=True)
         return self.tmp
