@@ -168,15 +168,37 @@ def resolve(path: str) -> str:
     return path if is_remote(path) else str(location(path).expanduser().resolve())
 
 
-def write_text(path: Location, text: str) -> None:
-    """Write a whole file so that no reader sees half of it: temp file + rename on a local disk,
-    one PUT in an object store."""
+def write_bytes(path: Location, payload: bytes) -> None:
+    """Write a whole file so that no reader sees half of it and a crash leaves none: a temp file
+    of a unique name, synced, then renamed over the target on a local disk; one PUT in an object
+    store."""
     if isinstance(path, RemotePath):
-        path.write_text(text)
+        path.write_bytes(payload)
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Location, text: str) -> None:
+    """`write_bytes` of UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _default_mode() -> int:
+    """Permissions a plain ``open()`` would give (temp files are created 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def rmtree(path: Location) -> None:

@@ -4,7 +4,6 @@ in S3 is complete only once its manifest is written, and the whole tiny pipeline
 output_dir=s3://... (Ray Data, Ray Train and the teacher actors reading and writing the bucket),
 then a rerun skips every stage."""
 import json
-import os
 from pathlib import Path
 
 import pytest

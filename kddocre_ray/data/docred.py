@@ -10,13 +10,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
-from ..storage import RemotePath, location
+from ..storage import location, write_bytes
 
 NA = "Na"  # class 0: the adaptive-threshold / no-relation class
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -211,13 +209,6 @@ def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = Fa
     return docs, bad
 
 
-def _default_mode() -> int:
-    """Permissions a plain ``open()`` would give (temp files are created 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_docs(docs: list[dict], path: str | os.PathLike) -> None:
     """Write documents as JSON (gzip for ``.gz``) atomically: all or nothing on disk."""
     write_json(docs, path)
@@ -228,19 +219,4 @@ def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> 
     never leaves half a file."""
     target = location(path)
     payload = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
-    payload = gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload
-    if isinstance(target, RemotePath):
-        target.write_bytes(payload)
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(target, gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload)
