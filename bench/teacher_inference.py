@@ -53,6 +53,22 @@ def private_mb() -> dict[str, float]:
     return {"uss_mb": m.uss / 2**20, "pss_mb": m.pss / 2**20}
 
 
+def memory_breakdown() -> dict[str, float]:
+    """Where an actor's memory is: private anonymous pages (heaps: glibc, mimalloc, torch), its
+    share (PSS) of the object store's shared-memory file, and the bytes Arrow holds alive now (in
+    an actor: the batches Ray Data has not yet sent on as a block)."""
+    import psutil
+    import pyarrow as pa
+
+    anon = store = 0
+    for m in psutil.Process().memory_maps(grouped=True):
+        if "plasma" in m.path or m.path.startswith("/dev/shm"):
+            store += m.pss
+        elif not m.path.startswith("/"):  # [heap], [anon], [stack]: not a file
+            anon += m.private_clean + m.private_dirty
+    return {"anon_mb": anon / 2**20, "store_pss_mb": store / 2**20, "arrow_mb": pa.total_allocated_bytes() / 2**20}
+
+
 class MemorySampler:
     """The highest USS / PSS of this process, sampled every `every` seconds while in the block."""
 
@@ -92,7 +108,7 @@ class TimedTeacherLogits(TeacherLogits):
         out = super().__call__(table)
         with open(self.log, "a") as f:
             f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb(),
-                                **private_mb()}) + "\n")
+                                **private_mb(), **memory_breakdown()}) + "\n")
         return out
 
 
@@ -145,7 +161,7 @@ def _plain(rows: str, teacher: str, batch_size: int) -> dict:
             "peak_mb": peak_rss_mb()}
 
 
-def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
+def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb: float | None) -> dict:
     import ray
     import ray.cloudpickle
 
@@ -160,7 +176,8 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
         with MemorySampler() as driver:
             stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False,
                                       max(1, (os.cpu_count() or 1) // pool), batch_size, log=lambda *a: None,
-                                      actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)})
+                                      actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)},
+                                      **({} if block_mb is None else {"block_bytes": int(block_mb * 2**20)}))
         wall = time.time() - start
     finally:
         ray.shutdown()
@@ -175,8 +192,22 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int) -> dict:
             # an actor's private memory after its first batch and at its last: equal if it does not grow
             "actor_uss_mb_first_last": [(b[0]["uss_mb"], b[-1]["uss_mb"]) for b in actors],
             "actor_peak_pss_mb": [max(x["pss_mb"] for x in b) for b in actors],
+            # per actor, the highest of each figure over its first and over its last 1,000 documents
+            "actor_windows": [{k: (max(x[k] for x in _window(b, 1000)), max(x[k] for x in _window(b[::-1], 1000)))
+                               for k in ("uss_mb", "anon_mb", "store_pss_mb", "arrow_mb")} for b in actors],
             "bytes_per_document": stats["bytes_per_document"], "bytes": stats["bytes"], "pairs": stats["pairs"],
             "documents": stats["documents"]}
+
+
+def _window(batches: list[dict], docs: int) -> list[dict]:
+    """The leading batches that together hold `docs` documents (at least one batch)."""
+    out, n = [], 0
+    for b in batches:
+        if out and n >= docs:
+            break
+        out.append(b)
+        n += b["rows"]
+    return out
 
 
 def in_child(fn, *args):
@@ -192,6 +223,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--pool", type=int, default=1, help="teacher actors")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
+    p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "
+                   "default: the stage's own, soft_labels.BLOCK_BYTES; 128 is Ray's default)")
     p.add_argument("--no-plain", action="store_true", help="Ray Data rows only (memory scaling)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="teacher config overrides, e.g. model.emb_size=128 model.block_size=16 (a light head "
@@ -209,14 +242,18 @@ def main() -> None:
             ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder)
             runs = []
             for r in range(args.repeats):
-                ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size)
+                ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size,
+                                   args.block_mb)
                 plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
                 runs.append({"ray": ray_row, "plain": plain})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
                         f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
                         f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB (RSS); private (USS) driver "
                         f"{ray_row['driver_peak_uss_mb']:.0f} MB, actors first/last batch "
-                        f"{[(round(a), round(b)) for a, b in ray_row['actor_uss_mb_first_last']]} MB")
+                        f"{[(round(a), round(b)) for a, b in ray_row['actor_uss_mb_first_last']]} MB; peaks over "
+                        f"the first / last 1,000 documents: "
+                        + "; ".join(", ".join(f"{k[:-3]} {a:.0f} / {b:.0f}" for k, (a, b) in w.items())
+                                    for w in ray_row["actor_windows"]) + " MB")
                 if plain:
                     line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
                              f"{ray_row['docs_per_s_steady'] / plain['docs_per_s']:.2f}, end-to-end "
@@ -227,6 +264,7 @@ def main() -> None:
         per_value = row["bytes"] / (row["pairs"] * classes)
         summary = {
             "documents": n, "rows": ingest["rows"], "encoder": args.encoder, "overrides": args.set,
+            "block_mb": args.block_mb,
             "repeats": args.repeats,
             "ray_end_to_end_docs_per_s": med([x["ray"]["docs_per_s_end_to_end"] for x in runs]),
             "ray_steady_docs_per_s": med([x["ray"]["docs_per_s_steady"] for x in runs]),
@@ -236,6 +274,7 @@ def main() -> None:
             "driver_peak_pss_mb": med([x["ray"]["driver_peak_pss_mb"] for x in runs]),
             "actor_peak_pss_mb": med([max(x["ray"]["actor_peak_pss_mb"]) for x in runs]),
             "actor_uss_growth_mb": med([max(b - a for a, b in x["ray"]["actor_uss_mb_first_last"]) for x in runs]),
+            "actor_windows_first_last_1000": runs[0]["ray"]["actor_windows"],
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }

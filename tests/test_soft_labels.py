@@ -50,8 +50,9 @@ def soft(corpus, teacher, tmp_path_factory):
     ray.init(num_cpus=2)
     try:
         ingest = ingest_corpus(str(corpus[0]), schema, "tiny-random", out / "rows", skip_bad=True, rows_per_shard=4)
+        # blocks of 1 KiB: an actor passes every batch on as soon as it is done (see BLOCK_BYTES)
         stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=1, use_gpu=False, threads=2,
-                                  batch_size=3)
+                                  batch_size=3, block_bytes=1024)
     finally:
         ray.shutdown()
     return ingest, stats, out
@@ -86,6 +87,9 @@ def test_soft_labels_equal_the_teachers_logits(soft, corpus, teacher):
         assert got.shape == want.shape  # one C-vector per ordered entity pair
         torch.testing.assert_close(got, want.half().float(), rtol=2e-3, atol=2e-3)
     assert stats["bytes_per_document"] > 0
+    # 3 input shards (one actor task each) came out as more than 3 blocks, hence files: the actor
+    # passed logits on before its task ended (Ray slices 1 KiB blocks down to a row), no row lost
+    assert stats["shards"] > 3
 
 
 def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):

@@ -50,22 +50,35 @@ class TeacherLogits:
         return out
 
 
+# Ray Data keeps an actor's output batches until they fill a block of this size (128 MiB by
+# default: the logits of about 1,700 DocRED-sized documents). With the default, a teacher actor's
+# private memory rose from its first to its last 1,000 of 10,000 documents (peak USS 520 -> 636 MB);
+# with 16 MiB it did not (480 -> 467): bench/results/teacher_inference_2cpu.md.
+BLOCK_BYTES = 16 * 2**20
+
+
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
                       threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
-                      actor_kwargs: dict | None = None) -> dict:
+                      actor_kwargs: dict | None = None, block_bytes: int | None = BLOCK_BYTES) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
 
     Each actor reserves one logical CPU (and one GPU with `use_gpu`) but runs `threads` torch
     threads: reserving all of them would leave Ray Data no CPU for its read and write tasks on a
     small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
-    bench/teacher_inference.py times its batches).
+    bench/teacher_inference.py times its batches). `block_bytes` caps the blocks an actor
+    sends on (BLOCK_BYTES; None = Ray Data's default).
     """
     t0 = time.time()
-    ds = ray.data.read_parquet(str(rows_dir))
-    kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
-    ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs,
-                        batch_size=batch_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=pool_size),
-                        num_cpus=1, num_gpus=1 if use_gpu else 0)
+    context = ray.data.DataContext.get_current()  # a Dataset keeps the context it was made under
+    default_block = context.target_max_block_size
+    context.target_max_block_size = block_bytes or default_block
+    try:
+        ds = ray.data.read_parquet(str(rows_dir))
+        kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
+        ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
+                            compute=ActorPoolStrategy(size=pool_size), num_cpus=1, num_gpus=1 if use_gpu else 0)
+    finally:
+        context.target_max_block_size = default_block
     ds.write_parquet(str(out_dir))
     seconds = time.time() - t0
     fs, files = parquet_files(out_dir)
