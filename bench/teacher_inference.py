@@ -192,6 +192,7 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
             # an actor's private memory after its first batch and at its last: equal if it does not grow
             "actor_uss_mb_first_last": [(b[0]["uss_mb"], b[-1]["uss_mb"]) for b in actors],
             "actor_peak_pss_mb": [max(x["pss_mb"] for x in b) for b in actors],
+            "actor_peak_uss_mb": [max(x["uss_mb"] for x in b) for b in actors],
             # per actor, the highest of each figure over its first and over its last 1,000 documents
             "actor_windows": [{k: (max(x[k] for x in _window(b, 1000)), max(x[k] for x in _window(b[::-1], 1000)))
                                for k in ("uss_mb", "anon_mb", "store_pss_mb", "arrow_mb")} for b in actors],
@@ -273,6 +274,7 @@ def main() -> None:
             "driver_peak_uss_mb": med([x["ray"]["driver_peak_uss_mb"] for x in runs]),
             "driver_peak_pss_mb": med([x["ray"]["driver_peak_pss_mb"] for x in runs]),
             "actor_peak_pss_mb": med([max(x["ray"]["actor_peak_pss_mb"]) for x in runs]),
+            "actor_peak_uss_mb": med([max(x["ray"]["actor_peak_uss_mb"]) for x in runs]),
             "actor_uss_growth_mb": med([max(b - a for a, b in x["ray"]["actor_uss_mb_first_last"]) for x in runs]),
             "actor_windows_first_last_1000": runs[0]["ray"]["actor_windows"],
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
