@@ -40,8 +40,8 @@ def breakdown(metrics: dict, path: Path, title: str) -> None:
     """Left: F1, Ign F1, frequent and long-tail F1, Infer-F1, binary F1. Right: error counts
     C (correct), W (wrong relation), MS (missed), MR (extra)."""
     fig, (ax_f1, ax_err) = plt.subplots(1, 2, figsize=(10, 3.6))
-    keys = [("F1", "f1"), ("Ign F1", "ign_f1"), ("frequent", "freq_f1"), ("long-tail", "long_tail_f1"),
-            ("Infer", "infer_f1"), ("binary", "binary_f1")]
+    keys = [("F1", "f1"), ("Ign F1", "ign_f1"), ("frequent", "freq_f1"), ("long-\ntail", "long_tail_f1"),
+            ("Infer", "infer_f1"), ("binary", "binary_f1")]  # two lines: side-by-side labels overlapped
     keys = [(label, k) for label, k in keys if k in metrics]
     bars = ax_f1.bar([label for label, _ in keys], [metrics[k] for _, k in keys], color="tab:blue")
     ax_f1.bar_label(bars, fmt="%.1f", fontsize=8)
