@@ -253,8 +253,12 @@ def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        pafs.copy_files(folder._path, str(tmp), source_filesystem=folder.fs)
+    try:  # exactly the listed files, so the copy is the version the digest names
+        root = folder._path.rstrip("/") + "/"
+        for info in files:
+            dest = tmp / info.path[len(root):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(info.path, str(dest), source_filesystem=folder.fs)
         try:
             os.replace(tmp, target)
         except OSError:  # another process on this node finished the same copy first
