@@ -19,7 +19,7 @@ every other run, so the UI's compare and parallel-coordinates views line up.
 
 The sweep folder output_dir/NAME holds config.yaml, Tune's state (tune/, `Tuner.restore` picks
 an interrupted sweep up from it), the trials' run folders (trials/), results.csv / results.md,
-best.yaml (the best trial's whole config) and sweep.json.
+plots/sweep.png (the metric per epoch per trial, and each trial's best), best.yaml (the best trial's whole config) and sweep.json.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import copy
 import csv
 import io
 import math
+import tempfile
+from pathlib import Path
 from typing import Any, Optional
 
 import ray
@@ -37,10 +39,11 @@ from .config import PAPER_GAMMA_GRID, Config, SweepConfig, from_dict, read_resol
 from .config import worker_cpus
 from .data.docred import read_json, write_json
 from .fingerprint import NOT_RESULT_KEYS, changed_keys, flatten
+from .pipeline import plots
 from .pipeline.distill import check_inputs, run_pipeline
 from .pipeline.report import RunReport, Reporters
 from .pipeline.stages import plan, stage_configs
-from .storage import Location, location, write_text
+from .storage import Location, location, upload, write_text
 from .train.runner import init_ray
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform}
@@ -388,6 +391,7 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
         scores = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
         rows.append({"trial": result.path.rsplit("/", 1)[-1], "trial_id": result.metrics.get("trial_id"),
                      "values": {k: result.config.get(k) for k in keys}, metric: float(df[metric].max()),
+                     "curve": [[int(e), float(v)] for e, v in zip(df["epoch"], df[metric]) if not math.isnan(v)],
                      "epochs": int(df["epoch"].max()),
                      "status": "error" if result.error else ("done" if scores else "stopped early"),
                      "test_f1": scores.get("test", {}).get("f1"), "test_ign_f1": scores.get("test", {}).get("ign_f1"),
@@ -402,6 +406,9 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
     table = markdown_table(rows, keys, metric)
     write_text(sweep_dir / "results.md", table + "\n")
     _write_csv(rows, keys, metric, sweep_dir / "results.csv")
+    with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder
+        plots.sweep(rows, metric, Path(plot_dir) / "sweep.png")
+        upload(Path(plot_dir), sweep_dir / "plots")
     summary = {"name": conf.name, "level": conf.sweep.level, "metric": metric, "best": best, "trials": rows,
                "table": table}
     write_json(summary, sweep_dir / "sweep.json", indent=2)

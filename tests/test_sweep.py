@@ -63,6 +63,11 @@ def test_the_trial_with_the_highest_dev_f1_is_reported_best(sweep):
     assert json.loads((teacher / "manifest.json").read_text())["stage"] == "teacher"
     table = (Path(conf.output_dir) / conf.name / "results.md").read_text()
     assert good["trial"] in table and "stopped early" in table
+    # the plot's data: the dev F1 of every epoch a trial ran, whose maximum is its best
+    for row in summary["trials"]:
+        assert [e for e, _ in row["curve"]] == list(range(1, row["epochs"] + 1))
+        assert max(v for _, v in row["curve"]) == row["dev_f1"]
+    assert (Path(conf.output_dir) / conf.name / "plots" / "sweep.png").stat().st_size > 10_000
 
 
 def test_every_trial_is_one_mlflow_run_with_its_values_and_dev_f1(sweep, mlflow_store):
