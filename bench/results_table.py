@@ -24,28 +24,41 @@ def row(run: Path) -> str:
     t = m["test"]
     if "histories" in m:  # a pipeline: the fine-tuned model, and every stage's time
         hist = m["histories"]["finetune"]
-        train_s = sum(s["seconds"] for s in stage_manifests(run).values())
+        found = stage_manifests(run)
+        train_s = sum(s["seconds"] for s in found.values())
+        missing = len(found) < len(json.loads((run / "pipeline.json").read_text())["stages"])
     else:
-        hist, train_s = m["history"], m["train_time_s"]
+        hist, train_s, missing = m["history"], m["train_time_s"], False
     epoch_s = statistics.median(h["epoch_time_s"] for h in hist)
     best = max(hist, key=lambda h: h.get("dev_f1", 0))
     cells = [c["name"], c["loss"]["name"], str(c["model"]["axial_layers"]), m["precision"], str(len(hist)),
              f"{best.get('dev_f1', float('nan')):.2f} (ep {best['epoch']})",
              *(f"{t[k]:.2f}" for _, k in COLUMNS), f"{t['C']}/{t['W']}/{t['MS']}/{t['MR']}",
-             f"{epoch_s / 60:.1f}", f"{train_s / 60:.1f}"]
+             f"{epoch_s / 60:.1f}", f"{'>= ' if missing else ''}{train_s / 60:.1f}"]
     return "| " + " | ".join(cells) + " |"
 
 
 def stage_manifests(run: Path) -> dict[str, dict]:
-    """Each stage's manifest (its counts and seconds), found through pipeline.json."""
+    """Each stage's manifest (its counts and seconds), found through pipeline.json: in the stage's
+    own folder, else in the run folder's `stages/` (a copy such as docs/runs/, made on another
+    machine); a stage found in neither is left out."""
     stages = json.loads((run / "pipeline.json").read_text())["stages"]
-    return {name: json.loads((Path(s["folder"]) / "manifest.json").read_text()) for name, s in stages.items()}
+    found = {}
+    for name, s in stages.items():
+        folder = Path(s["folder"])
+        for candidate in (folder, run / "stages" / folder.name, run if folder.name == run.name else None):
+            if candidate is not None and (candidate / "manifest.json").exists():
+                found[name] = json.loads((candidate / "manifest.json").read_text())
+                break
+    return found
 
 
 def stage_rows(run: Path) -> list[str]:
     stages = json.loads((run / "pipeline.json").read_text())["stages"]
-    return [f"| {run.name} | {name} | {stages[name]['status']} | {m['seconds'] / 60:.1f} |"
-            for name, m in stage_manifests(run).items()]
+    found = stage_manifests(run)
+    minutes = {name: f"{m['seconds'] / 60:.1f}" for name, m in found.items()}
+    return [f"| {run.name} | {name} | {stages[name]['status']} | {minutes.get(name, 'manifest not here')} |"
+            for name in stages]
 
 
 def main(runs: list[str]) -> None:
