@@ -56,7 +56,8 @@ def _distill(args) -> None:
 def _sweep(args) -> None:
     from .sweep import run_sweep
 
-    run_sweep(_job_config(args))
+    if not run_sweep(_job_config(args))["finished"]:
+        sys.exit(130)  # interrupted (Ctrl-C, `ray job stop`): a job that did not finish must not read as done
 
 
 def _job_arguments(p, config_help: str, override_example: str, folder: str) -> None:
@@ -206,8 +207,9 @@ def parser() -> argparse.ArgumentParser:
                     "is a list (a grid) or {uniform: [lo, hi]} / {loguniform: [lo, hi]} (sweep.num_samples draws). "
                     "ASHA (sweep.scheduler) stops weak trials early on sweep.metric (dev_f1); as many trials run at "
                     "once as the cluster's CPUs (GPUs) hold. The sweep folder OUTPUT_DIR/NAME gets results.md, "
-                    "results.csv, best.yaml (the best trial's config) and sweep.json; rerunning an interrupted "
-                    "sweep resumes it (Tuner.restore). Each trial is one MLflow run in tracking.experiment.",
+                    "results.csv, best.yaml (the best trial's config) and sweep.json; an interrupted sweep (Ctrl-C) "
+                    "writes the table of what ran, no best.yaml, and exits 130; rerunning it resumes it "
+                    "(Tuner.restore). Each trial is one MLflow run in tracking.experiment.",
         epilog="Examples: kddocre sweep --config configs/redocred_mini/sweep_gamma.yaml;  kddocre sweep --config "
                "configs/tiny.yaml name=lr 'sweep.space.train.encoder_lr={loguniform: [1e-5, 1e-4]}' "
                "sweep.num_samples=4.  As a Ray job: ray job submit --working-dir . -- python tune/sweep.py "

@@ -370,22 +370,32 @@ def run_sweep(conf: Config, log=print) -> dict:
                                  callbacks=[TrialRuns(base, sweep_dir)] if conf.tracking.enabled else []))
     grid = tuner.fit()
     summary = summarize(conf, grid, sweep_dir)
-    log(f"[kddocre] sweep {conf.name}: {len(summary['trials'])} trials\n{summary['table']}\n"
-        f"[kddocre] best: {summary['best']['trial']} {summary['best']['values']} "
-        f"{conf.sweep.metric} {summary['best'][conf.sweep.metric]:.2f}; its config: {sweep_dir / 'best.yaml'}")
+    log(f"[kddocre] sweep {conf.name}: {len(summary['trials'])} trials\n{summary['table']}")
+    if not summary["finished"]:
+        unfinished = sum(r["status"] == "unfinished" for r in summary["trials"])
+        log(f"[kddocre] sweep {conf.name} interrupted: {unfinished} trial(s) unfinished, so no best.yaml yet; "
+            f"rerun the same command to resume it from {path}")
+    else:
+        best = summary["best"]
+        log(f"[kddocre] best: {best['trial']} {best['values']} {conf.sweep.metric} {best[conf.sweep.metric]:.2f}; "
+            f"its config: {sweep_dir / 'best.yaml'}")
     return summary
 
 
 def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
     """Every trial (values, best and last epoch's metric, epochs run, test F1 when finished),
-    best first; the best trial (Tune's pick over every epoch reported) and its whole config."""
+    best first; the best trial (Tune's pick over every epoch reported) and its whole config.
+    An interrupted sweep (a trial neither finished, stopped nor failed) gets the table of what
+    ran but no best: its best.yaml would name a winner the remaining epochs may change."""
     metric, keys = conf.sweep.metric, list(space_leaves(conf.sweep.space))
+    finished = grid.num_terminated + grid.num_errors == len(grid)
     rows = []
     for result in grid:
         df = result.metrics_dataframe
         if df is None or metric not in df:
             rows.append({"trial": result.path.rsplit("/", 1)[-1], "values": {k: result.config.get(k) for k in keys},
-                         metric: None, "epochs": 0, "status": "error" if result.error else "no result"})
+                         metric: None, "epochs": 0,
+                         "status": "error" if result.error else ("no result" if finished else "unfinished")})
             continue
         folder = location(df["stage_folder"].iloc[-1])
         scores = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
@@ -393,26 +403,38 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
                      "values": {k: result.config.get(k) for k in keys}, metric: float(df[metric].max()),
                      "curve": [[int(e), float(v)] for e, v in zip(df["epoch"], df[metric]) if not math.isnan(v)],
                      "epochs": int(df["epoch"].max()),
-                     "status": "error" if result.error else ("done" if scores else "stopped early"),
+                     "status": _status(result, scores),
                      "test_f1": scores.get("test", {}).get("f1"), "test_ign_f1": scores.get("test", {}).get("ign_f1"),
                      "stage_folder": str(folder)})
     rows.sort(key=lambda r: -math.inf if r[metric] is None else r[metric], reverse=True)
-    best_result = grid.get_best_result(metric=metric, mode="max", scope="all")
-    best = next(r for r in rows if r["trial"] == best_result.path.rsplit("/", 1)[-1])
-    best_conf = trial_config(conf, best_result.config, best["trial"])
-    best_conf.sweep, best_conf.tracking.enabled = SweepConfig(), conf.tracking.enabled
-    best_conf.name = f"{conf.name}_best"
-    write_text(sweep_dir / "best.yaml", to_yaml(best_conf))
+    best = None
+    if finished and any(r[metric] is not None for r in rows):
+        best_result = grid.get_best_result(metric=metric, mode="max", scope="all")
+        best = next(r for r in rows if r["trial"] == best_result.path.rsplit("/", 1)[-1])
+        best_conf = trial_config(conf, best_result.config, best["trial"])
+        best_conf.sweep, best_conf.tracking.enabled = SweepConfig(), conf.tracking.enabled
+        best_conf.name = f"{conf.name}_best"
+        write_text(sweep_dir / "best.yaml", to_yaml(best_conf))
     table = markdown_table(rows, keys, metric)
     write_text(sweep_dir / "results.md", table + "\n")
     _write_csv(rows, keys, metric, sweep_dir / "results.csv")
     with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder
         plots.sweep(rows, metric, Path(plot_dir) / "sweep.png")
         upload(Path(plot_dir), sweep_dir / "plots")
-    summary = {"name": conf.name, "level": conf.sweep.level, "metric": metric, "best": best, "trials": rows,
-               "table": table}
+    summary = {"name": conf.name, "level": conf.sweep.level, "metric": metric, "finished": finished, "best": best,
+               "trials": rows, "table": table}
     write_json(summary, sweep_dir / "sweep.json", indent=2)
     return summary
+
+
+def _status(result, scores: dict) -> str:
+    """A trial's end: done (scored), stopped early (ASHA), error, or unfinished (the sweep was
+    interrupted: Tune marks a result done only when the trial ended or its scheduler stopped it)."""
+    if result.error:
+        return "error"
+    if scores:
+        return "done"
+    return "stopped early" if result.metrics.get("done") else "unfinished"
 
 
 def markdown_table(rows: list[dict], keys: list[str], metric: str) -> str:

@@ -182,3 +182,43 @@ def test_the_default_space_is_the_papers_gamma_grid_and_kd_keys_pass_at_kd_level
     check_space(kd)
     space = search_space(kd)
     assert set(space) == {"distill.weight", "distill.finetune_head_lr"}
+
+
+class _Result:
+    """What `summarize` reads of a ray.tune Result: its config, last result, per-epoch dataframe."""
+
+    def __init__(self, path: Path, gamma: float, dev_f1: list[float], done: bool):
+        import pandas as pd
+
+        self.path, self.error, self.config = str(path), None, {"loss.gamma": gamma}
+        self.metrics = {"trial_id": path.name, "done": done}
+        self.metrics_dataframe = None if not dev_f1 else pd.DataFrame(
+            {"epoch": range(1, len(dev_f1) + 1), "dev_f1": dev_f1, "stage_folder": str(path)})
+
+
+class _InterruptedGrid(list):
+    """A sweep stopped by Ctrl-C: one trial stopped by ASHA, one killed after an epoch, one never started."""
+    num_errors = 0
+    num_terminated = 1
+
+    def get_best_result(self, **_):
+        raise AssertionError("an interrupted sweep has no best trial yet")
+
+
+def test_an_interrupted_sweep_reports_its_unfinished_trials_and_names_no_best(tmp_path):
+    """Ctrl-C (or a stopped job) returns Tune's grid early: the table keeps what ran, marks the
+    killed trials unfinished (not 'stopped early'), and no best.yaml names a premature winner."""
+    from kddocre_ray.storage import location
+    from kddocre_ray.sweep import summarize
+
+    conf = load_config(REPO / "configs" / "tiny.yaml", [f"output_dir={tmp_path}"])
+    grid = _InterruptedGrid([_Result(tmp_path / "trial_0", 0.0, [10.0, 12.0], done=True),
+                             _Result(tmp_path / "trial_1", 0.5, [15.0], done=False),
+                             _Result(tmp_path / "trial_2", 1.0, [], done=False)])
+    summary = summarize(conf, grid, location(tmp_path))
+    assert summary["finished"] is False and summary["best"] is None
+    assert [(r["trial"], r["dev_f1"], r["status"]) for r in summary["trials"]] == [
+        ("trial_1", 15.0, "unfinished"), ("trial_0", 12.0, "stopped early"), ("trial_2", None, "unfinished")]
+    assert not (tmp_path / "best.yaml").exists()
+    assert json.loads((tmp_path / "sweep.json").read_text())["finished"] is False
+    assert "unfinished" in (tmp_path / "results.md").read_text()
