@@ -56,8 +56,11 @@ def _distill(args) -> None:
 def _sweep(args) -> None:
     from .sweep import run_sweep
 
-    if not run_sweep(_job_config(args))["finished"]:
+    summary = run_sweep(_job_config(args))
+    if not summary["finished"]:
         sys.exit(130)  # interrupted (Ctrl-C, `ray job stop`): a job that did not finish must not read as done
+    if summary["best"] is None:
+        sys.exit(1)  # every trial failed
 
 
 def _job_arguments(p, config_help: str, override_example: str, folder: str) -> None:

@@ -375,6 +375,8 @@ def run_sweep(conf: Config, log=print) -> dict:
         unfinished = sum(r["status"] == "unfinished" for r in summary["trials"])
         log(f"[kddocre] sweep {conf.name} interrupted: {unfinished} trial(s) unfinished, so no best.yaml yet; "
             f"rerun the same command to resume it from {path}")
+    elif summary["best"] is None:
+        log(f"[kddocre] sweep {conf.name}: no trial reported {conf.sweep.metric}, so no best.yaml (see the errors above)")
     else:
         best = summary["best"]
         log(f"[kddocre] best: {best['trial']} {best['values']} {conf.sweep.metric} {best[conf.sweep.metric]:.2f}; "

@@ -196,13 +196,15 @@ class _Result:
             {"epoch": range(1, len(dev_f1) + 1), "dev_f1": dev_f1, "stage_folder": str(path)})
 
 
-class _InterruptedGrid(list):
-    """A sweep stopped by Ctrl-C: one trial stopped by ASHA, one killed after an epoch, one never started."""
-    num_errors = 0
-    num_terminated = 1
+class _Grid(list):
+    """What `summarize` reads of a ray.tune ResultGrid: its results and how many trials ended."""
+
+    def __init__(self, results: list[_Result], terminated: int, errors: int):
+        super().__init__(results)
+        self.num_terminated, self.num_errors = terminated, errors
 
     def get_best_result(self, **_):
-        raise AssertionError("an interrupted sweep has no best trial yet")
+        raise AssertionError("no trial may be named best here")
 
 
 def test_an_interrupted_sweep_reports_its_unfinished_trials_and_names_no_best(tmp_path):
@@ -212,9 +214,10 @@ def test_an_interrupted_sweep_reports_its_unfinished_trials_and_names_no_best(tm
     from kddocre_ray.sweep import summarize
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [f"output_dir={tmp_path}"])
-    grid = _InterruptedGrid([_Result(tmp_path / "trial_0", 0.0, [10.0, 12.0], done=True),
-                             _Result(tmp_path / "trial_1", 0.5, [15.0], done=False),
-                             _Result(tmp_path / "trial_2", 1.0, [], done=False)])
+    # one trial stopped by ASHA, one killed after an epoch, one never started
+    grid = _Grid([_Result(tmp_path / "trial_0", 0.0, [10.0, 12.0], done=True),
+                  _Result(tmp_path / "trial_1", 0.5, [15.0], done=False),
+                  _Result(tmp_path / "trial_2", 1.0, [], done=False)], terminated=1, errors=0)
     summary = summarize(conf, grid, location(tmp_path))
     assert summary["finished"] is False and summary["best"] is None
     assert [(r["trial"], r["dev_f1"], r["status"]) for r in summary["trials"]] == [
@@ -222,3 +225,18 @@ def test_an_interrupted_sweep_reports_its_unfinished_trials_and_names_no_best(tm
     assert not (tmp_path / "best.yaml").exists()
     assert json.loads((tmp_path / "sweep.json").read_text())["finished"] is False
     assert "unfinished" in (tmp_path / "results.md").read_text()
+
+
+def test_a_sweep_whose_trials_all_failed_names_no_best(tmp_path):
+    from kddocre_ray.storage import location
+    from kddocre_ray.sweep import summarize
+
+    conf = load_config(REPO / "configs" / "tiny.yaml", [f"output_dir={tmp_path}"])
+    failed = [_Result(tmp_path / f"trial_{i}", g, [], done=False) for i, g in enumerate((0.0, 0.5))]
+    for r in failed:
+        r.error = RuntimeError("worker died")
+    grid = _Grid(failed, terminated=0, errors=2)
+    summary = summarize(conf, grid, location(tmp_path))
+    assert summary["finished"] is True and summary["best"] is None
+    assert [r["status"] for r in summary["trials"]] == ["error", "error"]
+    assert not (tmp_path / "best.yaml").exists()
