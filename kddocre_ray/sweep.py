@@ -396,8 +396,7 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
         df = result.metrics_dataframe
         if df is None or metric not in df:
             rows.append({"trial": result.path.rsplit("/", 1)[-1], "values": {k: result.config.get(k) for k in keys},
-                         metric: None, "epochs": 0,
-                         "status": "error" if result.error else ("no result" if finished else "unfinished")})
+                         metric: None, "epochs": 0, "status": _status(result, {}, reported=False, finished=finished)})
             continue
         folder = location(df["stage_folder"].iloc[-1])
         scores = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
@@ -405,7 +404,7 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
                      "values": {k: result.config.get(k) for k in keys}, metric: float(df[metric].max()),
                      "curve": [[int(e), float(v)] for e, v in zip(df["epoch"], df[metric]) if not math.isnan(v)],
                      "epochs": int(df["epoch"].max()),
-                     "status": _status(result, scores),
+                     "status": _status(result, scores, reported=True, finished=finished),
                      "test_f1": scores.get("test", {}).get("f1"), "test_ign_f1": scores.get("test", {}).get("ign_f1"),
                      "stage_folder": str(folder)})
     rows.sort(key=lambda r: -math.inf if r[metric] is None else r[metric], reverse=True)
@@ -429,13 +428,16 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
     return summary
 
 
-def _status(result, scores: dict) -> str:
-    """A trial's end: done (scored), stopped early (ASHA), error, or unfinished (the sweep was
-    interrupted: Tune marks a result done only when the trial ended or its scheduler stopped it)."""
+def _status(result, scores: dict, reported: bool, finished: bool) -> str:
+    """A trial's end: done (scored), stopped early (ASHA), error, no result (it ended without
+    reporting), or unfinished (the sweep was interrupted: Tune marks a result done only when the
+    trial ended or its scheduler stopped it)."""
     if result.error:
         return "error"
     if scores:
         return "done"
+    if not reported:
+        return "no result" if finished else "unfinished"
     return "stopped early" if result.metrics.get("done") else "unfinished"
 
 
