@@ -72,7 +72,7 @@ def memory_breakdown() -> dict[str, float]:
 class MemorySampler:
     """The highest USS / PSS of this process, sampled every `every` seconds while in the block."""
 
-    def __init__(self, every: float = 0.5):
+    def __init__(self, every: float = 2.0):
         import threading
 
         self.every, self.peak = every, {"uss_mb": 0.0, "pss_mb": 0.0}
@@ -104,10 +104,12 @@ class TimedTeacherLogits(TeacherLogits):
         self.log = Path(timing_dir) / f"actor-{os.getpid()}.jsonl"
 
     def __call__(self, table):
-        t0 = time.time()
+        t0, c0 = time.time(), os.times()
         out = super().__call__(table)
+        c1 = os.times()
         with open(self.log, "a") as f:
             f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb(),
+                                "user_s": c1.user - c0.user, "sys_s": c1.system - c0.system, "nice": os.nice(0),
                                 **private_mb(), **memory_breakdown()}) + "\n")
         return out
 
@@ -161,11 +163,16 @@ def _plain(rows: str, teacher: str, batch_size: int) -> dict:
             "peak_mb": peak_rss_mb()}
 
 
-def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb: float | None) -> dict:
+def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb: float | None,
+         nice: int | None = None) -> dict:
     import ray
     import ray.cloudpickle
 
+    from kddocre_ray.pipeline import soft_labels
     from kddocre_ray.pipeline.soft_labels import write_soft_labels
+
+    if nice is not None:  # the actors at another priority than the stage's (Ray's own default is 15)
+        soft_labels.ACTOR_ENV = {"RAY_worker_niceness": str(nice)}
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[TimedTeacherLogits.__module__])
     timing = Path(out).with_name(Path(out).name + "-timing")
@@ -196,6 +203,8 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
             # per actor, the highest of each figure over its first and over its last 1,000 documents
             "actor_windows": [{k: (max(x[k] for x in _window(b, 1000)), max(x[k] for x in _window(b[::-1], 1000)))
                                for k in ("uss_mb", "anon_mb", "store_pss_mb", "arrow_mb")} for b in actors],
+            "actor_nice": sorted({x["nice"] for b in actors for x in b}),
+            "actor_cores": [sum(x["user_s"] + x["sys_s"] for x in b) / sum(x["end"] - x["start"] for x in b) for b in actors],
             "bytes_per_document": stats["bytes_per_document"], "bytes": stats["bytes"], "pairs": stats["pairs"],
             "documents": stats["documents"]}
 
@@ -227,6 +236,9 @@ def main() -> None:
     p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "
                    "default: the stage's own, soft_labels.BLOCK_BYTES; 128 is Ray's default)")
     p.add_argument("--no-plain", action="store_true", help="Ray Data rows only (memory scaling)")
+    p.add_argument("--compare-nice", type=int, metavar="N",
+                   help="per repeat, also run the Ray row with the teacher actors at niceness N (15 = Ray's "
+                        "default for workers; the stage runs them at 0: soft_labels.ACTOR_ENV)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="teacher config overrides, e.g. model.emb_size=128 model.block_size=16 (a light head "
                         "for the memory-scaling runs)")
@@ -245,8 +257,11 @@ def main() -> None:
             for r in range(args.repeats):
                 ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size,
                                    args.block_mb)
+                other = None if args.compare_nice is None else in_child(
+                    _ray, str(work / "rows"), str(teacher), str(work / f"soft{r}-nice"), args.pool, args.batch_size,
+                    args.block_mb, args.compare_nice)
                 plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
-                runs.append({"ray": ray_row, "plain": plain})
+                runs.append({"ray": ray_row, "plain": plain, "ray_other_nice": other})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
                         f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
                         f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB (RSS); private (USS) driver "
@@ -255,6 +270,10 @@ def main() -> None:
                         f"the first / last 1,000 documents: "
                         + "; ".join(", ".join(f"{k[:-3]} {a:.0f} / {b:.0f}" for k, (a, b) in w.items())
                                     for w in ray_row["actor_windows"]) + " MB")
+                line += f"; actor nice {ray_row['actor_nice']}, cores {[round(c, 2) for c in ray_row['actor_cores']]}"
+                if other:
+                    line += (f"; at nice {args.compare_nice}: steady {other['docs_per_s_steady']:.2f}, end-to-end "
+                             f"{other['docs_per_s_end_to_end']:.2f}, cores {[round(c, 2) for c in other['actor_cores']]}")
                 if plain:
                     line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
                              f"{ray_row['docs_per_s_steady'] / plain['docs_per_s']:.2f}, end-to-end "
@@ -280,6 +299,16 @@ def main() -> None:
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }
+        if args.compare_nice is not None:
+            summary.update({f"nice_{args.compare_nice}": {
+                "ray_steady_docs_per_s": med([x["ray_other_nice"]["docs_per_s_steady"] for x in runs]),
+                "ray_end_to_end_docs_per_s": med([x["ray_other_nice"]["docs_per_s_end_to_end"] for x in runs]),
+                "actor_cores": med([max(x["ray_other_nice"]["actor_cores"]) for x in runs]),
+                **({} if args.no_plain else {
+                    "ratio_steady": med([x["ray_other_nice"]["docs_per_s_steady"] / x["plain"]["docs_per_s"] for x in runs]),
+                    "ratio_end_to_end": med([x["ray_other_nice"]["docs_per_s_end_to_end"] / x["plain"]["docs_per_s"]
+                                             for x in runs])})}})
+        summary["actor_cores"] = med([max(x["ray"]["actor_cores"]) for x in runs])
         if not args.no_plain:
             summary.update(
                 plain_docs_per_s=med([x["plain"]["docs_per_s"] for x in runs]), precision=runs[0]["plain"]["precision"],

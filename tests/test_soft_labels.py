@@ -2,6 +2,9 @@
 Parquet rows hold exactly one logit vector per (document, ordered entity pair) of the corpus,
 equal to the teacher's logits computed directly, to float16 precision."""
 import json
+import os
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +14,16 @@ from conftest import REPO, SAMPLE
 from kddocre_ray.config import load_config
 from kddocre_ray.data.docred import load_schema
 from kddocre_ray.pipeline.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
+from kddocre_ray.pipeline.soft_labels import TeacherLogits
 from test_train_ray import TINY
+
+
+class NotingTeacher(TeacherLogits):
+    """The stage's actor, noting the priority (niceness) its process runs at."""
+
+    def __init__(self, checkpoint: str, threads: int, notes: str):
+        super().__init__(checkpoint, threads)
+        Path(notes, f"{os.getpid()}.nice").write_text(str(os.nice(0)))
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +59,16 @@ def soft(corpus, teacher, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("stages")
     schema = load_schema(SAMPLE / "rel_info.json")
+    notes = out / "actors"
+    notes.mkdir()
     ray.init(num_cpus=2)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
     try:
         ingest = ingest_corpus(str(corpus[0]), schema, "tiny-random", out / "rows", skip_bad=True, rows_per_shard=4)
         # blocks of 1 KiB: an actor passes every batch on as soon as it is done (see BLOCK_BYTES)
         stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=1, use_gpu=False, threads=2,
-                                  batch_size=3, block_bytes=1024)
+                                  batch_size=3, block_bytes=1024, actor=NotingTeacher,
+                                  actor_kwargs={"notes": str(notes)})
     finally:
         ray.shutdown()
     return ingest, stats, out
@@ -90,6 +106,14 @@ def test_soft_labels_equal_the_teachers_logits(soft, corpus, teacher):
     # 3 input shards (one actor task each) came out as more than 3 blocks, hence files: the actor
     # passed logits on before its task ended (Ray slices 1 KiB blocks down to a row), no row lost
     assert stats["shards"] > 3
+
+
+def test_teacher_actors_run_at_the_drivers_priority_not_rays_nice_15(soft):
+    """Ray lowers its workers' priority by 15; a teacher actor at that priority loses its threads to
+    every wake-up of Ray's own processes (soft_labels.ACTOR_ENV)."""
+    _, _, out = soft
+    niceness = [int(f.read_text()) for f in (out / "actors").glob("*.nice")]
+    assert niceness and set(niceness) == {os.nice(0)}
 
 
 def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):

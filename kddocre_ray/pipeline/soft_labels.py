@@ -56,6 +56,14 @@ class TeacherLogits:
 # with 16 MiB it did not (480 -> 467): bench/results/teacher_inference_2cpu.md.
 BLOCK_BYTES = 16 * 2**20
 
+# Ray starts its workers at nice 15 so that its own processes stay responsive. A teacher actor is
+# the stage's compute: at nice 15 every wake-up of the driver or of Ray's daemons preempts one of
+# its torch threads, and the other waits for it at the next barrier. On 2 cores a MiniLM teacher
+# actor used 1.55 of them at nice 15 and 1.63 at nice 0 (a plain process: 1.95); ratios to the
+# plain loop are in bench/results/teacher_inference_2cpu.md. The variable makes Ray leave these
+# actors at the default priority (no privilege needed: nothing is raised).
+ACTOR_ENV = {"RAY_worker_niceness": "0"}
+
 
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
                       threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
@@ -76,7 +84,8 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
         ds = ray.data.read_parquet(str(rows_dir))
         kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
         ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                            compute=ActorPoolStrategy(size=pool_size), num_cpus=1, num_gpus=1 if use_gpu else 0)
+                            compute=ActorPoolStrategy(size=pool_size), num_cpus=1, num_gpus=1 if use_gpu else 0,
+                            runtime_env={"env_vars": ACTOR_ENV})
     finally:
         context.target_max_block_size = default_block
     ds.write_parquet(str(out_dir))
