@@ -57,11 +57,11 @@ class TeacherLogits:
 BLOCK_BYTES = 16 * 2**20
 
 # Ray starts its workers at nice 15 so that its own processes stay responsive. A teacher actor is
-# the stage's compute: at nice 15 every wake-up of the driver or of Ray's daemons preempts one of
-# its torch threads, and the other waits for it at the next barrier. On 2 cores a MiniLM teacher
-# actor used 1.55 of them at nice 15 and 1.63 at nice 0 (a plain process: 1.95); ratios to the
-# plain loop are in bench/results/teacher_inference_2cpu.md. The variable makes Ray leave these
-# actors at the default priority (no privilege needed: nothing is raised).
+# the stage's compute, and at nice 15 every wake-up of the driver or of Ray's daemons preempts one
+# of its torch threads. The variable makes Ray leave these actors at the driver's priority (no
+# privilege needed: nothing is raised). Measured gain on 2 cores: small, within run-to-run noise
+# (MiniLM, medians of 3: 2.47 docs/s and 1.63 cores used at nice 0, 2.42 and 1.59 at nice 15;
+# bench/results/teacher_inference_2cpu.md).
 ACTOR_ENV = {"RAY_worker_niceness": "0"}
 
 
