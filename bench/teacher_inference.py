@@ -168,11 +168,7 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
     import ray
     import ray.cloudpickle
 
-    from kddocre_ray.pipeline import soft_labels
     from kddocre_ray.pipeline.soft_labels import write_soft_labels
-
-    if nice is not None:  # the actors at another priority than the stage's (Ray's own default is 15)
-        soft_labels.ACTOR_ENV = {"RAY_worker_niceness": str(nice)}
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[TimedTeacherLogits.__module__])
     timing = Path(out).with_name(Path(out).name + "-timing")
@@ -184,7 +180,9 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
             stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False,
                                       max(1, (os.cpu_count() or 1) // pool), batch_size, log=lambda *a: None,
                                       actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)},
-                                      **({} if block_mb is None else {"block_bytes": int(block_mb * 2**20)}))
+                                      **({} if block_mb is None else {"block_bytes": int(block_mb * 2**20)}),
+                                      # the actors at another priority than the stage's (Ray's own default is 15)
+                                      **({} if nice is None else {"actor_env": {"RAY_worker_niceness": str(nice)}}))
         wall = time.time() - start
     finally:
         ray.shutdown()

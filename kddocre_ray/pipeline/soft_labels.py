@@ -67,14 +67,15 @@ ACTOR_ENV = {"RAY_worker_niceness": "0"}
 
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
                       threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
-                      actor_kwargs: dict | None = None, block_bytes: int | None = BLOCK_BYTES) -> dict:
+                      actor_kwargs: dict | None = None, block_bytes: int | None = BLOCK_BYTES,
+                      actor_env: dict[str, str] = ACTOR_ENV) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
 
     Each actor reserves one logical CPU (and one GPU with `use_gpu`) but runs `threads` torch
     threads: reserving all of them would leave Ray Data no CPU for its read and write tasks on a
     small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
     bench/teacher_inference.py times its batches). `block_bytes` caps the blocks an actor
-    sends on (BLOCK_BYTES; None = Ray Data's default).
+    sends on (BLOCK_BYTES; None = Ray Data's default); `actor_env` is the actors' environment (ACTOR_ENV).
     """
     t0 = time.time()
     context = ray.data.DataContext.get_current()  # a Dataset keeps the context it was made under
@@ -85,7 +86,7 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
         kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
         ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
                             compute=ActorPoolStrategy(size=pool_size), num_cpus=1, num_gpus=1 if use_gpu else 0,
-                            runtime_env={"env_vars": ACTOR_ENV})
+                            runtime_env={"env_vars": actor_env})
     finally:
         context.target_max_block_size = default_block
     ds.write_parquet(str(out_dir))
