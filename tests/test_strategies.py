@@ -2,6 +2,7 @@
 train with falling loss, and the checkpoint each writes reloads into a model that reproduces
 the in-memory model's logits."""
 import json
+import os
 
 import pytest
 import torch
@@ -85,3 +86,40 @@ def test_deepspeed_file_that_forces_another_precision_is_refused(tmp_path):
         deepspeed_config(str(path), TrainConfig(), "bf16", world=1)
     cfg = deepspeed_config(str(REPO / "configs" / "deepspeed" / "v100_fp16.json"), TrainConfig(), "fp16", world=1)
     assert cfg["fp16"]["enabled"] is True and cfg["bf16"]["enabled"] is False
+
+
+STALE_LOCK_INIT = """
+import os, sys, torch
+from torch.utils.cpp_extension import _get_build_directory
+from kddocre_ray.config import ModelConfig, TrainConfig
+from kddocre_ray.model.docre import DocREModel
+from kddocre_ray.model.encoder import load_encoder
+from kddocre_ray.train.strategy import SHM_COMM_OP, DeepSpeedStrategy
+
+open(os.path.join(_get_build_directory(SHM_COMM_OP, False), "lock"), "w").close()  # a build killed midway
+model = DocREModel(load_encoder("tiny-random"), ModelConfig(encoder="tiny-random", emb_size=16, block_size=4), 5)
+s = DeepSpeedStrategy(model, TrainConfig(), "fp32", torch.device("cpu"), 10, sys.argv[1], world=1)
+before = [p.detach().clone() for p in s.module.parameters()]
+s.backward(sum(p.sum() for p in s.module.parameters()))
+s.step(boundary=True)
+print("moved", sum(not torch.equal(a, b) for a, b in zip(before, s.module.parameters())))
+"""
+
+
+def test_deepspeed_starts_past_a_stale_torch_extension_lock(tmp_path):
+    """A worker killed while DeepSpeed compiled its shared-memory op (used only for inference
+    all-reduce) leaves a lock file in the torch extensions folder; DeepSpeed must still start
+    and train (over gloo), not wait on the lock forever as it did in CI. One process, world 1."""
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-c", STALE_LOCK_INIT, str(REPO / "configs" / "deepspeed" / "zero2.json")],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    moved = int(done.stdout.split("moved")[-1])
+    assert moved > 0  # the step updated the weights
+    assert list((tmp_path / "ext").rglob("lock")) and not list((tmp_path / "ext").rglob("*.so"))  # nothing was built

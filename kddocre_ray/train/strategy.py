@@ -113,11 +113,30 @@ def deepspeed_config(path: str, tc: TrainConfig, precision: str, world: int) -> 
     return cfg
 
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_shm_comm_build() -> None:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce op when it starts.
+
+    On CPU, DeepSpeed's torch backend JIT-compiles `deepspeed_shm_comm` (g++, about a minute)
+    under a torch lock file in ~/.cache/torch_extensions. Only `inference_all_reduce` uses it;
+    training all-reduces through gloo either way. A worker killed mid-build (a stopped job, a
+    preempted node) leaves the lock behind, and every later DeepSpeed run on that machine then
+    waits on it forever: CI hung so. DeepSpeed keeps its table of buildable ops in one dict
+    that it caches so that edits persist; marking the op unbuildable there skips the build.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+
+
 class DeepSpeedStrategy:
     def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device,
                  total_steps: int, config_path: str, world: int):
         import deepspeed
 
+        skip_shm_comm_build()
         self.config = deepspeed_config(config_path, tc, precision, world)
         optimizer = make_optimizer(model, tc, device)
         scheduler = make_scheduler(optimizer, tc, total_steps)
