@@ -9,7 +9,8 @@ Model states per GPU follow the ZeRO paper (fp16 weights 2 bytes/param, fp16 gra
 master weights + Adam moments 12; stage 1 shards the 12, stage 2 also the gradients, stage 3
 everything). Encoder activations use Korthikanti et al. (2022), s*h*(34 + 5*a*s/h) bytes per layer
 and 512-token chunk in fp16 without recomputation; head activations are counted from the shapes
-the head materializes. This is arithmetic, not a measurement: no GPU was at hand to check it.
+the head materializes. This is arithmetic; measured once on an H200 (bench/gpu_check.py, fp16,
+one GPU) torch reserved 12.86 GB where it says 11.3: bench/results/gpu_h200.md.
 """
 from __future__ import annotations
 
