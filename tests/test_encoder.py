@@ -82,3 +82,17 @@ def test_long_document_real_tokenizer(tokenizer, schema):
         logits = model([f])
     assert logits.shape == (14 * 13, schema.num_classes)
     assert torch.isfinite(logits).all()
+
+
+def test_an_encoder_saved_in_half_precision_loads_in_fp32(tmp_path, tokenizer):
+    """A user's encoder folder may hold fp16 weights (transformers 5 would keep them fp16); the
+    head is fp32, so the encoder must load in fp32 too, values unchanged."""
+    from kddocre_ray.model.encoder import load_encoder
+
+    half = load_encoder("tiny-random").half()
+    half.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = load_encoder(str(tmp_path))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    torch.testing.assert_close(loaded.embeddings.word_embeddings.weight,
+                               half.embeddings.word_embeddings.weight.float(), rtol=0, atol=0)

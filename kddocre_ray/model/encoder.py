@@ -75,7 +75,9 @@ def load_encoder(name: str, seed: int = 0) -> nn.Module:
     """Pretrained weights from a folder or the local HF cache; never the network by surprise.
 
     Eager attention, because the localized context pooling reads the attention probabilities
-    (SDPA kernels do not return them).
+    (SDPA kernels do not return them). Always fp32 weights, whatever the files hold: transformers 5
+    would keep an fp16 / bf16 checkpoint in its own dtype beside our fp32 head; mixed precision is
+    autocast's job (train.precision), not the file's.
     """
     from transformers import AutoConfig, AutoModel, BertConfig
 
@@ -90,7 +92,7 @@ def load_encoder(name: str, seed: int = 0) -> nn.Module:
     if not Path(path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model is an error, not a download
     AutoConfig.from_pretrained(path)  # fails early with the name in the message
-    return AutoModel.from_pretrained(path, attn_implementation="eager")
+    return AutoModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
 
 
 def chunk_starts(n: int, window: int, overlap: int) -> list[int]:
