@@ -40,7 +40,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from kddocre_ray.config import load_config  # noqa: E402
 from kddocre_ray.data.docred import load_schema, read_docs  # noqa: E402
-from kddocre_ray.data.features import Feature, label_matrix  # noqa: E402
+from kddocre_ray.data.features import Feature, doc_features, label_matrix  # noqa: E402
 from kddocre_ray.inference import Predictor  # noqa: E402
 from kddocre_ray.model.encoder import load_tokenizer  # noqa: E402
 from kddocre_ray.task import build_model, resolve_precision  # noqa: E402
@@ -68,12 +68,17 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def decisions(logits: torch.Tensor) -> torch.Tensor:
+    """Which (pair, class) a model predicts: the class logit above the TH logit (column 0)."""
+    return logits[:, 1:] > logits[:, :1]
+
+
 def inference(conf, schema, tokenizer, docs: list[dict], device, repeats: int) -> dict:
     model = build_model(conf.model, schema, tokenizer).float().to(device)
     out, reference = {}, None
+    feats = [doc_features(d, tokenizer, schema) for d in docs]
     for precision in ("fp32", "bf16", "fp16"):
         p = Predictor(model, conf, schema, tokenizer, precision, device)
-        feats = p.features(docs)
         p.logits(feats)  # warm-up pass: every shape meets its kernels once (16 docs left the first timed pass 4x slow)
         rates = []
         for _ in range(repeats):
@@ -87,9 +92,8 @@ def inference(conf, schema, tokenizer, docs: list[dict], device, repeats: int) -
         if reference is None:
             reference = flat
         else:
-            decide = lambda x: x[:, 1:] > x[:, :1]  # noqa: E731  a class is predicted above the TH logit
             row["max_abs_diff_vs_fp32"] = (flat - reference).abs().max().item()
-            row["decisions_equal_to_fp32"] = (decide(flat) == decide(reference)).float().mean().item()
+            row["decisions_equal_to_fp32"] = (decisions(flat) == decisions(reference)).float().mean().item()
         row["finite"] = bool(torch.isfinite(flat).all())
         out[precision] = row
         print(f"inference {precision}: {row['docs_per_s']:.1f} docs/s over {len(feats)} docs "
@@ -131,7 +135,7 @@ def ds_steps(model, conf, batches: list[list[Feature]], num_classes: int, config
 
 
 def train(conf, schema, tokenizer, docs: list[dict], device, steps: int) -> list[dict]:
-    feats = [f for f in Predictor(None, conf, schema, tokenizer, "fp32", device).features(docs) if f.labels]
+    feats = [f for f in (doc_features(d, tokenizer, schema) for d in docs) if f.labels]
     batches = [feats[i:i + 4] for i in range(0, 16, 4)]
     rows = []
     for config, precision in ((DS / "zero2.json", resolve_precision("auto", device)), (DS / "v100_fp16.json", "fp16")):
@@ -151,13 +155,12 @@ def train(conf, schema, tokenizer, docs: list[dict], device, steps: int) -> list
 
 
 def paper_size(schema, device, entities: int, tokens: int, steps: int) -> list[dict]:
-    from transformers import RobertaConfig, RobertaModel
+    from transformers import RobertaModel
 
     import memory_plan
 
     conf = load_config(REPO / "configs" / "docred_roberta_large.yaml")
-    rc = RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                       intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+    rc = memory_plan.roberta_large_config()
     rc._attn_implementation = "eager"  # the context pooling reads the attention probabilities
     g = torch.Generator().manual_seed(0)
     ids = [0, *torch.randint(3, 50000, (tokens - 2,), generator=g).tolist(), 2]
@@ -223,11 +226,10 @@ def soft_labels(rows: Path, teacher: Path, work: Path, device, batch_size: int) 
     assert ours.keys() == plain.keys(), "the soft labels hold other documents than the rows"
     a = torch.cat([ours[t] for t in plain]).float()
     b = torch.cat([plain[t].to(torch.float16).float() for t in plain])
-    decide = lambda x: x[:, 1:] > x[:, :1]  # noqa: E731
     row = {**stats, "actor_devices": sorted({x["device"] for x in actors}),
            "actor_precisions": sorted({x["precision"] for x in actors}), "actor_rows": sum(x["rows"] for x in actors),
            "in_process_docs_per_s": len(plain) / plain_s, "max_abs_diff_vs_in_process": (a - b).abs().max().item(),
-           "decisions_equal_to_in_process": (decide(a) == decide(b)).float().mean().item()}
+           "decisions_equal_to_in_process": (decisions(a) == decisions(b)).float().mean().item()}
     print(f"soft labels through Ray Data: {row['documents']} documents, actor devices {row['actor_devices']} "
           f"({row['actor_precisions']}), {row['documents_per_s']:.1f} docs/s end to end (cluster start excluded; "
           f"in process on the same GPU: {row['in_process_docs_per_s']:.1f}); max |soft label - in-process logit| "

@@ -27,15 +27,21 @@ V100_GB = 16.0
 OVERHEAD_GB = 1.5
 
 
+def roberta_large_config():
+    """RoBERTa-large's architecture (no weights: nothing is downloaded)."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                         intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+
+
 def parameters(conf) -> dict[str, int]:
-    from transformers import RobertaConfig, RobertaModel
+    from transformers import RobertaModel
 
     from kddocre_ray.model.docre import DocREModel
 
-    rc = RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                       intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
     with torch.device("meta"):
-        model = DocREModel(RobertaModel(rc, add_pooling_layer=False), conf.model, num_classes=97)
+        model = DocREModel(RobertaModel(roberta_large_config(), add_pooling_layer=False), conf.model, num_classes=97)
     parts: dict[str, int] = {}
     for name, p in model.named_parameters():
         part = name.split(".")[0]
