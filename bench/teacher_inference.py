@@ -102,15 +102,23 @@ class TimedTeacherLogits(TeacherLogits):
     def __init__(self, checkpoint: str, threads: int, timing_dir: str):
         super().__init__(checkpoint, threads)
         self.log = Path(timing_dir) / f"actor-{os.getpid()}.jsonl"
+        self.trim_s, trim = 0.0, self.trim
+
+        def timed_trim() -> None:
+            t = time.perf_counter()
+            trim()
+            self.trim_s += time.perf_counter() - t
+        self.trim = timed_trim
 
     def __call__(self, table):
-        t0, c0 = time.time(), os.times()
+        t0, c0, trim0 = time.time(), os.times(), self.trim_s
         out = super().__call__(table)
-        c1 = os.times()
+        t1, c1 = time.time(), os.times()
+        memory = {**private_mb(), **memory_breakdown()}
         with open(self.log, "a") as f:
-            f.write(json.dumps({"start": t0, "end": time.time(), "rows": table.num_rows, "peak_mb": peak_rss_mb(),
+            f.write(json.dumps({"start": t0, "end": t1, "rows": table.num_rows, "peak_mb": peak_rss_mb(),
                                 "user_s": c1.user - c0.user, "sys_s": c1.system - c0.system, "nice": os.nice(0),
-                                **private_mb(), **memory_breakdown()}) + "\n")
+                                "trim_s": self.trim_s - trim0, "probe_s": time.time() - t1, **memory}) + "\n")
         return out
 
 
@@ -131,7 +139,7 @@ def make_inputs(encoder: str, docs: int, work: Path, overrides: list[str]) -> tu
     return work / "corpus.json", work / "teacher"
 
 
-def _ingest(corpus: str, out: str, encoder: str) -> dict:
+def _ingest(corpus: str, out: str, encoder: str, rows_per_shard: int) -> dict:
     import ray
 
     from kddocre_ray.data.docred import load_schema
@@ -140,7 +148,7 @@ def _ingest(corpus: str, out: str, encoder: str) -> dict:
     ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
     try:
         return ingest_corpus(corpus, load_schema(REPO / "kddocre_ray" / "sample" / "rel_info.json"), encoder,
-                             Path(out), rows_per_shard=500, log=lambda *a: None)
+                             Path(out), rows_per_shard=rows_per_shard, log=lambda *a: None)
     finally:
         ray.shutdown()
 
@@ -203,6 +211,11 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
                                for k in ("uss_mb", "anon_mb", "store_pss_mb", "arrow_mb")} for b in actors],
             "actor_nice": sorted({x["nice"] for b in actors for x in b}),
             "actor_cores": [sum(x["user_s"] + x["sys_s"] for x in b) / sum(x["end"] - x["start"] for x in b) for b in actors],
+            # per actor, mean seconds per batch in malloc_trim (inside the batch's span) and in the bench's
+            # memory probes (after it, still inside the steady window), and the mean batch span
+            "actor_batch_s": [statistics.mean(x["end"] - x["start"] for x in b) for b in actors],
+            "actor_trim_s": [statistics.mean(x["trim_s"] for x in b) for b in actors],
+            "actor_probe_s": [statistics.mean(x["probe_s"] for x in b) for b in actors],
             "bytes_per_document": stats["bytes_per_document"], "bytes": stats["bytes"], "pairs": stats["pairs"],
             "documents": stats["documents"]}
 
@@ -229,7 +242,10 @@ def main() -> None:
     p.add_argument("--encoder", default="minilm", help="minilm (real weights) or tiny-random")
     p.add_argument("--docs", default="1000", help="corpus sizes, comma-separated (e.g. 1000,10000)")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--pool", type=int, default=1, help="teacher actors")
+    p.add_argument("--pool", type=int, default=1, help="teacher actors (each runs cpu_count // pool torch threads)")
+    p.add_argument("--rows-per-shard", type=int, default=500,
+                   help="documents per ingested Parquet shard (distill.rows_per_shard): a shard is one Ray Data "
+                        "task, so a pool of several actors needs several shards per actor to share the work evenly")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
     p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "
                    "default: the stage's own, soft_labels.BLOCK_BYTES; 128 is Ray's default)")
@@ -237,6 +253,8 @@ def main() -> None:
     p.add_argument("--compare-nice", type=int, metavar="N",
                    help="per repeat, also run the Ray row with the teacher actors at niceness N (15 = Ray's "
                         "default for workers; the stage runs them at 0: soft_labels.ACTOR_ENV)")
+    p.add_argument("--compare-pool", type=int, metavar="N",
+                   help="per repeat, also run the Ray row with a pool of N teacher actors (cpu_count // N threads each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="teacher config overrides, e.g. model.emb_size=128 model.block_size=16 (a light head "
                         "for the memory-scaling runs)")
@@ -250,14 +268,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             corpus, teacher = make_inputs(args.encoder, n, work, args.set)
-            ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder)
+            ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder, args.rows_per_shard)
             runs = []
             for r in range(args.repeats):
                 ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size,
                                    args.block_mb)
-                other = None if args.compare_nice is None else in_child(
-                    _ray, str(work / "rows"), str(teacher), str(work / f"soft{r}-nice"), args.pool, args.batch_size,
-                    args.block_mb, args.compare_nice)
+                other = None if args.compare_nice is None and args.compare_pool is None else in_child(
+                    _ray, str(work / "rows"), str(teacher), str(work / f"soft{r}-other"), args.compare_pool or args.pool,
+                    args.batch_size, args.block_mb, args.compare_nice)
                 plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
                 runs.append({"ray": ray_row, "plain": plain, "ray_other_nice": other})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
@@ -269,8 +287,12 @@ def main() -> None:
                         + "; ".join(", ".join(f"{k[:-3]} {a:.0f} / {b:.0f}" for k, (a, b) in w.items())
                                     for w in ray_row["actor_windows"]) + " MB")
                 line += f"; actor nice {ray_row['actor_nice']}, cores {[round(c, 2) for c in ray_row['actor_cores']]}"
+                line += (f"; per batch: span {[round(x, 3) for x in ray_row['actor_batch_s']]} s, of which trim "
+                         f"{[round(x, 3) for x in ray_row['actor_trim_s']]} s; probes after "
+                         f"{[round(x, 3) for x in ray_row['actor_probe_s']]} s")
                 if other:
-                    line += (f"; at nice {args.compare_nice}: steady {other['docs_per_s_steady']:.2f}, end-to-end "
+                    what = f"pool {args.compare_pool}" if args.compare_pool else f"nice {args.compare_nice}"
+                    line += (f"; at {what}: steady {other['docs_per_s_steady']:.2f}, end-to-end "
                              f"{other['docs_per_s_end_to_end']:.2f}, cores {[round(c, 2) for c in other['actor_cores']]}")
                 if plain:
                     line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
@@ -297,8 +319,9 @@ def main() -> None:
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }
-        if args.compare_nice is not None:
-            summary.update({f"nice_{args.compare_nice}": {
+        if args.compare_nice is not None or args.compare_pool is not None:
+            other_key = f"pool_{args.compare_pool}" if args.compare_pool else f"nice_{args.compare_nice}"
+            summary.update({other_key: {
                 "ray_steady_docs_per_s": med([x["ray_other_nice"]["docs_per_s_steady"] for x in runs]),
                 "ray_end_to_end_docs_per_s": med([x["ray_other_nice"]["docs_per_s_end_to_end"] for x in runs]),
                 "actor_cores": med([max(x["ray_other_nice"]["actor_cores"]) for x in runs]),

@@ -19,11 +19,17 @@ from test_train_ray import TINY
 
 
 class NotingTeacher(TeacherLogits):
-    """The stage's actor, noting the priority (niceness) its process runs at."""
+    """The stage's actor, noting the priority (niceness) its process runs at and the rows it took."""
 
     def __init__(self, checkpoint: str, threads: int, notes: str):
         super().__init__(checkpoint, threads)
-        Path(notes, f"{os.getpid()}.nice").write_text(str(os.nice(0)))
+        self.notes = Path(notes)
+        (self.notes / f"{os.getpid()}.nice").write_text(str(os.nice(0)))
+
+    def __call__(self, table):
+        with open(self.notes / f"{os.getpid()}.rows", "a") as f:
+            f.write(f"{table.num_rows}\n")
+        return super().__call__(table)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +69,17 @@ def soft(corpus, teacher, tmp_path_factory):
     notes.mkdir()
     ray.init(num_cpus=2)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = 120  # both actors loaded before the first batch: no race for the work
     try:
-        ingest = ingest_corpus(str(corpus[0]), schema, "tiny-random", out / "rows", skip_bad=True, rows_per_shard=4)
-        # blocks of 1 KiB: an actor passes every batch on as soon as it is done (see BLOCK_BYTES)
-        stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=1, use_gpu=False, threads=2,
-                                  batch_size=3, block_bytes=1024, actor=NotingTeacher,
+        ingest = ingest_corpus(str(corpus[0]), schema, "tiny-random", out / "rows", skip_bad=True, rows_per_shard=16)
+        # A pool of 2 on 2 CPUs (a pool holding every CPU hangs Ray Data: soft_labels.actor_cpus),
+        # with Ray Data's own block size, under which the one shard is read as one block.
+        stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=2, use_gpu=False, threads=1,
+                                  batch_size=3, block_bytes=None, actor=NotingTeacher,
                                   actor_kwargs={"notes": str(notes)})
     finally:
+        context.wait_for_min_actors_s = -1
         ray.shutdown()
     return ingest, stats, out
 
@@ -77,7 +87,7 @@ def soft(corpus, teacher, tmp_path_factory):
 def test_ingest_counts_and_keys(soft, corpus):
     ingest, _, out = soft
     assert (ingest["documents"], ingest["bad_documents"], ingest["no_pair_documents"], ingest["rows"]) == (12, 1, 1, 10)
-    assert ingest["shards"] == 3 and len(list((out / "rows").glob("*.parquet"))) == 3
+    assert ingest["shards"] == 1 and len(list((out / "rows").glob("*.parquet"))) == 1  # one shard: one block to share
     table = pq.read_table(out / "rows")
     assert table.schema.equals(FEATURE_SCHEMA)
     # file order 0-3 kept, 4 (one entity) dropped, 5-7 kept, 8 (broken) skipped, 9-11 kept
@@ -103,9 +113,24 @@ def test_soft_labels_equal_the_teachers_logits(soft, corpus, teacher):
         assert got.shape == want.shape  # one C-vector per ordered entity pair
         torch.testing.assert_close(got, want.half().float(), rtol=2e-3, atol=2e-3)
     assert stats["bytes_per_document"] > 0
-    # 3 input shards (one actor task each) came out as more than 3 blocks, hence files: the actor
-    # passed logits on before its task ended (Ray slices 1 KiB blocks down to a row), no row lost
-    assert stats["shards"] > 3
+
+
+def test_a_pool_of_two_on_two_cpus_finishes_and_shares_the_batches(soft):
+    """Ray Data starts its actors first: had they reserved both CPUs, its read tasks would never
+    run. And the corpus is one shard, which Ray Data reads as one block, one actor's task: the
+    stage cuts the rows into blocks of one batch, so both actors take batches (of at most 3 rows)."""
+    _, _, out = soft
+    rows = {f.stem: [int(x) for x in f.read_text().split()] for f in (out / "actors").glob("*.rows")}
+    assert len(rows) == 2 and all(rows.values())
+    assert sum(sum(r) for r in rows.values()) == 10 and max(max(r) for r in rows.values()) <= 3
+
+
+def test_actors_reserve_at_most_one_cpu_and_leave_one_for_ray_data():
+    from kddocre_ray.pipeline.soft_labels import actor_cpus
+
+    assert actor_cpus(1, 2) == 1.0 and actor_cpus(4, 64) == 1.0  # one each where the cluster has room
+    assert actor_cpus(2, 2) == 0.5 and actor_cpus(4, 4) == 0.75  # the pool shares all but one CPU
+    assert actor_cpus(1, 1) == 0.0 and actor_cpus(2, 0) == 0.0  # a one-CPU (or GPU-only) cluster
 
 
 def test_teacher_actors_run_at_the_drivers_priority_not_rays_nice_15(soft):

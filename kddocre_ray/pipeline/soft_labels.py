@@ -65,15 +65,24 @@ BLOCK_BYTES = 16 * 2**20
 ACTOR_ENV = {"RAY_worker_niceness": "0"}
 
 
+def actor_cpus(pool_size: int, cluster_cpus: float) -> float:
+    """Logical CPUs each teacher actor reserves: one, unless the pool would then hold every CPU of
+    the cluster but one. Ray Data starts its actors before any other task, so a pool holding every
+    CPU leaves its read and write tasks (one CPU each) waiting forever: on 2 cores a pool of 2 hung
+    (ray-project/ray#44687). Such a pool shares all but one CPU; reservations are Ray's bookkeeping,
+    the torch threads each actor runs are set apart from them."""
+    return min(1.0, max(0.0, cluster_cpus - 1) / pool_size)
+
+
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
                       threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
                       actor_kwargs: dict | None = None, block_bytes: int | None = BLOCK_BYTES,
                       actor_env: dict[str, str] = ACTOR_ENV) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
 
-    Each actor reserves one logical CPU (and one GPU with `use_gpu`) but runs `threads` torch
-    threads: reserving all of them would leave Ray Data no CPU for its read and write tasks on a
-    small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
+    Each actor reserves at most one logical CPU (`actor_cpus`; and one GPU with `use_gpu`) but runs
+    `threads` torch threads: reserving all of them would leave Ray Data no CPU for its read and
+    write tasks on a small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
     bench/teacher_inference.py times its batches). `block_bytes` caps the blocks an actor
     sends on (BLOCK_BYTES; None = Ray Data's default); `actor_env` is the actors' environment (ACTOR_ENV).
     """
@@ -82,10 +91,13 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
     default_block = context.target_max_block_size
     context.target_max_block_size = block_bytes or default_block
     try:
-        ds = ray.data.read_parquet(str(rows_dir))
+        # Blocks of one batch each: Ray Data reads a shard as one block (small shards merged), and a
+        # block is one actor's task, so a pool of several actors had all but one idle.
+        ds = ray.data.read_parquet(str(rows_dir)).repartition(target_num_rows_per_block=batch_size)
         kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
+        cpus = actor_cpus(pool_size, ray.cluster_resources().get("CPU", 0))
         ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                            compute=ActorPoolStrategy(size=pool_size), num_cpus=1, num_gpus=1 if use_gpu else 0,
+                            compute=ActorPoolStrategy(size=pool_size), num_cpus=cpus, num_gpus=1 if use_gpu else 0,
                             runtime_env={"env_vars": actor_env})
     finally:
         context.target_max_block_size = default_block
