@@ -244,8 +244,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--pool", type=int, default=1, help="teacher actors (each runs cpu_count // pool torch threads)")
     p.add_argument("--rows-per-shard", type=int, default=500,
-                   help="documents per ingested Parquet shard (distill.rows_per_shard): a shard is one Ray Data "
-                        "task, so a pool of several actors needs several shards per actor to share the work evenly")
+                   help="documents per ingested Parquet shard (distill.rows_per_shard); the stage cuts the rows "
+                        "into one-batch blocks whatever the shard size")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
     p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "
                    "default: the stage's own, soft_labels.BLOCK_BYTES; 128 is Ray's default)")
@@ -268,6 +268,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             corpus, teacher = make_inputs(args.encoder, n, work, args.set)
+            other_label = ", ".join(f"{k} {v}" for k, v in (("pool", args.compare_pool), ("nice", args.compare_nice))
+                                    if v is not None)
             ingest = in_child(_ingest, str(corpus), str(work / "rows"), args.encoder, args.rows_per_shard)
             runs = []
             for r in range(args.repeats):
@@ -277,7 +279,7 @@ def main() -> None:
                     _ray, str(work / "rows"), str(teacher), str(work / f"soft{r}-other"), args.compare_pool or args.pool,
                     args.batch_size, args.block_mb, args.compare_nice)
                 plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
-                runs.append({"ray": ray_row, "plain": plain, "ray_other_nice": other})
+                runs.append({"ray": ray_row, "plain": plain, "ray_other": other})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
                         f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
                         f"actors {[round(x) for x in ray_row['actor_peak_mb']]} MB (RSS); private (USS) driver "
@@ -291,8 +293,7 @@ def main() -> None:
                          f"{[round(x, 3) for x in ray_row['actor_trim_s']]} s; probes after "
                          f"{[round(x, 3) for x in ray_row['actor_probe_s']]} s")
                 if other:
-                    what = f"pool {args.compare_pool}" if args.compare_pool else f"nice {args.compare_nice}"
-                    line += (f"; at {what}: steady {other['docs_per_s_steady']:.2f}, end-to-end "
+                    line += (f"; at {other_label}: steady {other['docs_per_s_steady']:.2f}, end-to-end "
                              f"{other['docs_per_s_end_to_end']:.2f}, cores {[round(c, 2) for c in other['actor_cores']]}")
                 if plain:
                     line += (f"; plain {plain['docs_per_s']:.2f} docs/s ({plain['precision']}); ratios steady "
@@ -320,14 +321,13 @@ def main() -> None:
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }
         if args.compare_nice is not None or args.compare_pool is not None:
-            other_key = f"pool_{args.compare_pool}" if args.compare_pool else f"nice_{args.compare_nice}"
-            summary.update({other_key: {
-                "ray_steady_docs_per_s": med([x["ray_other_nice"]["docs_per_s_steady"] for x in runs]),
-                "ray_end_to_end_docs_per_s": med([x["ray_other_nice"]["docs_per_s_end_to_end"] for x in runs]),
-                "actor_cores": med([max(x["ray_other_nice"]["actor_cores"]) for x in runs]),
+            summary.update({other_label.replace(" ", "_").replace(",_", "_"): {
+                "ray_steady_docs_per_s": med([x["ray_other"]["docs_per_s_steady"] for x in runs]),
+                "ray_end_to_end_docs_per_s": med([x["ray_other"]["docs_per_s_end_to_end"] for x in runs]),
+                "actor_cores": med([max(x["ray_other"]["actor_cores"]) for x in runs]),
                 **({} if args.no_plain else {
-                    "ratio_steady": med([x["ray_other_nice"]["docs_per_s_steady"] / x["plain"]["docs_per_s"] for x in runs]),
-                    "ratio_end_to_end": med([x["ray_other_nice"]["docs_per_s_end_to_end"] / x["plain"]["docs_per_s"]
+                    "ratio_steady": med([x["ray_other"]["docs_per_s_steady"] / x["plain"]["docs_per_s"] for x in runs]),
+                    "ratio_end_to_end": med([x["ray_other"]["docs_per_s_end_to_end"] / x["plain"]["docs_per_s"]
                                              for x in runs])})}})
         summary["actor_cores"] = med([max(x["ray"]["actor_cores"]) for x in runs])
         if not args.no_plain:
