@@ -43,6 +43,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def node_shmem_mb() -> float:
+    """The machine's resident shared memory (/proc/meminfo's Shmem): Ray's object store lives in a
+    shared-memory file, and the pages it has touched stay resident until the store goes, so this is
+    what the store costs the node, whichever process touched them."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def private_mb() -> dict[str, float]:
     """This process's unique (USS) and proportional (PSS) memory now: unlike RSS, neither counts the
     shared pages of Ray's object store or of shared libraries in full, so growth with the corpus
@@ -75,7 +85,7 @@ class MemorySampler:
     def __init__(self, every: float = 2.0):
         import threading
 
-        self.every, self.peak = every, {"uss_mb": 0.0, "pss_mb": 0.0}
+        self.every, self.peak = every, {"uss_mb": 0.0, "pss_mb": 0.0, "node_shmem_mb": 0.0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -84,7 +94,8 @@ class MemorySampler:
             self._sample()
 
     def _sample(self) -> None:
-        self.peak = {k: max(v, self.peak[k]) for k, v in private_mb().items()}
+        now = {**private_mb(), "node_shmem_mb": node_shmem_mb()}
+        self.peak = {k: max(v, self.peak[k]) for k, v in now.items()}
 
     def __enter__(self) -> "MemorySampler":
         self._thread.start()
@@ -153,7 +164,8 @@ def _ingest(corpus: str, out: str, encoder: str, rows_per_shard: int) -> dict:
         ray.shutdown()
 
 
-def _plain(rows: str, teacher: str, batch_size: int) -> dict:
+def _plain(rows: str, teacher: str, batch_size: int, docs: int | None = None) -> dict:
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     import torch
 
@@ -163,6 +175,8 @@ def _plain(rows: str, teacher: str, batch_size: int) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     predictor = Predictor.load(teacher, torch.device("cpu"))
     table = pq.read_table(rows)
+    if docs is not None:  # the first `docs` documents of the corpus file, whatever the rows' order
+        table = table.filter(pc.less(table.column("doc_index"), docs))
     start = time.perf_counter()
     for k in range(0, table.num_rows, batch_size):
         predictor.logits(features_of(table.slice(k, batch_size)))
@@ -172,7 +186,7 @@ def _plain(rows: str, teacher: str, batch_size: int) -> dict:
 
 
 def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb: float | None,
-         nice: int | None = None) -> dict:
+         nice: int | None = None, store_mb: int | None = None) -> dict:
     import ray
     import ray.cloudpickle
 
@@ -181,7 +195,9 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
     ray.cloudpickle.register_pickle_by_value(sys.modules[TimedTeacherLogits.__module__])
     timing = Path(out).with_name(Path(out).name + "-timing")
     timing.mkdir()
-    ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
+    shmem_before = node_shmem_mb()
+    ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False,
+             **({} if store_mb is None else {"object_store_memory": store_mb * 2**20}))
     try:
         start = time.time()
         with MemorySampler() as driver:
@@ -202,6 +218,11 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
             "docs_per_s_steady": after_first / (last_end - first_end) if last_end > first_end else float("nan"),
             "driver_peak_mb": peak_rss_mb(), "actor_peak_mb": [b[-1]["peak_mb"] for b in actors],
             "driver_peak_uss_mb": driver.peak["uss_mb"], "driver_peak_pss_mb": driver.peak["pss_mb"],
+            # the node's resident shared memory (the object store's pages) at its peak, less before Ray started
+            "node_shmem_growth_mb": driver.peak["node_shmem_mb"] - shmem_before,
+            # per actor, its share of the object store after every tenth of its batches
+            "actor_store_pss_curve": [[round(b[min(len(b) - 1, len(b) * k // 10)]["store_pss_mb"]) for k in range(1, 11)]
+                                      for b in actors],
             # an actor's private memory after its first batch and at its last: equal if it does not grow
             "actor_uss_mb_first_last": [(b[0]["uss_mb"], b[-1]["uss_mb"]) for b in actors],
             "actor_peak_pss_mb": [max(x["pss_mb"] for x in b) for b in actors],
@@ -250,6 +271,13 @@ def main() -> None:
     p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "
                    "default: the stage's own, soft_labels.BLOCK_BYTES; 128 is Ray's default)")
     p.add_argument("--no-plain", action="store_true", help="Ray Data rows only (memory scaling)")
+    p.add_argument("--plain-docs", type=int, metavar="N",
+                   help="the plain loop runs on the corpus's first N documents only (doc_index < N). Its rate has "
+                        "no start-up in it (the model loads outside the timed loop), and the corpus is test.json "
+                        "repeated, so --plain-docs 1000 times every distinct document once: the same rate as "
+                        "over 10,000 copies, in a tenth of the time")
+    p.add_argument("--object-store-mb", type=int, metavar="MB",
+                   help="the local Ray cluster's object store size (default: Ray's, 30%% of free memory)")
     p.add_argument("--compare-nice", type=int, metavar="N",
                    help="per repeat, also run the Ray row with the teacher actors at niceness N (15 = Ray's "
                         "default for workers; the stage runs them at 0: soft_labels.ACTOR_ENV)")
@@ -274,11 +302,12 @@ def main() -> None:
             runs = []
             for r in range(args.repeats):
                 ray_row = in_child(_ray, str(work / "rows"), str(teacher), str(work / f"soft{r}"), args.pool, args.batch_size,
-                                   args.block_mb)
+                                   args.block_mb, None, args.object_store_mb)
                 other = None if args.compare_nice is None and args.compare_pool is None else in_child(
                     _ray, str(work / "rows"), str(teacher), str(work / f"soft{r}-other"), args.compare_pool or args.pool,
-                    args.batch_size, args.block_mb, args.compare_nice)
-                plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size)
+                    args.batch_size, args.block_mb, args.compare_nice, args.object_store_mb)
+                plain = None if args.no_plain else in_child(_plain, str(work / "rows"), str(teacher), args.batch_size,
+                                                               args.plain_docs)
                 runs.append({"ray": ray_row, "plain": plain, "ray_other": other})
                 line = (f"docs {n} repeat {r + 1}: ray end-to-end {ray_row['docs_per_s_end_to_end']:.2f} docs/s, "
                         f"steady {ray_row['docs_per_s_steady']:.2f}; driver {ray_row['driver_peak_mb']:.0f} MB, "
@@ -288,6 +317,8 @@ def main() -> None:
                         f"the first / last 1,000 documents: "
                         + "; ".join(", ".join(f"{k[:-3]} {a:.0f} / {b:.0f}" for k, (a, b) in w.items())
                                     for w in ray_row["actor_windows"]) + " MB")
+                line += (f"; node shared memory +{ray_row['node_shmem_growth_mb']:.0f} MB; actor store PSS by tenths "
+                         f"{ray_row['actor_store_pss_curve']} MB")
                 line += f"; actor nice {ray_row['actor_nice']}, cores {[round(c, 2) for c in ray_row['actor_cores']]}"
                 line += (f"; per batch: span {[round(x, 3) for x in ray_row['actor_batch_s']]} s, of which trim "
                          f"{[round(x, 3) for x in ray_row['actor_trim_s']]} s; probes after "
@@ -305,7 +336,7 @@ def main() -> None:
         per_value = row["bytes"] / (row["pairs"] * classes)
         summary = {
             "documents": n, "rows": ingest["rows"], "encoder": args.encoder, "overrides": args.set,
-            "block_mb": args.block_mb,
+            "block_mb": args.block_mb, "object_store_mb": args.object_store_mb, "plain_docs": args.plain_docs,
             "repeats": args.repeats,
             "ray_end_to_end_docs_per_s": med([x["ray"]["docs_per_s_end_to_end"] for x in runs]),
             "ray_steady_docs_per_s": med([x["ray"]["docs_per_s_steady"] for x in runs]),
@@ -317,6 +348,8 @@ def main() -> None:
             "actor_peak_uss_mb": med([max(x["ray"]["actor_peak_uss_mb"]) for x in runs]),
             "actor_uss_growth_mb": med([max(b - a for a, b in x["ray"]["actor_uss_mb_first_last"]) for x in runs]),
             "actor_windows_first_last_1000": runs[0]["ray"]["actor_windows"],
+            "node_shmem_growth_mb": med([x["ray"]["node_shmem_growth_mb"] for x in runs]),
+            "actor_store_pss_curve": runs[0]["ray"]["actor_store_pss_curve"],
             "bytes_per_document": row["bytes_per_document"], "mean_pairs": row["pairs"] / row["documents"],
             "bytes_per_docred_sized_document": per_value * 20 * 19 * 97,
         }

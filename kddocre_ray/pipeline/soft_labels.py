@@ -101,7 +101,11 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
                             runtime_env={"env_vars": actor_env})
     finally:
         context.target_max_block_size = default_block
-    ds.write_parquet(str(out_dir))
+    # The write tasks run at the actors' priority: at Ray's default (nice 15) they got about 2% of a
+    # core beside two busy actors at nice 0, so the written blocks queued in the object store (+733 MB
+    # of shared memory over 10,000 tiny-model documents, growing with the corpus) and were only
+    # written after the last batch (bench/results/teacher_inference_2cpu.md).
+    ds.write_parquet(str(out_dir), ray_remote_args={"runtime_env": {"env_vars": actor_env}})
     seconds = time.time() - t0
     fs, files = parquet_files(out_dir)
     n = pads.dataset([f.path for f in files], format="parquet", filesystem=fs).to_table(columns=["n_entities"])
