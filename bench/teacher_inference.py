@@ -279,8 +279,8 @@ def main() -> None:
     p.add_argument("--object-store-mb", type=int, metavar="MB",
                    help="the local Ray cluster's object store size (default: Ray's, 30%% of free memory)")
     p.add_argument("--compare-nice", type=int, metavar="N",
-                   help="per repeat, also run the Ray row with the teacher actors at niceness N (15 = Ray's "
-                        "default for workers; the stage runs them at 0: soft_labels.ACTOR_ENV)")
+                   help="per repeat, also run the Ray row with the teacher actors and the stage's write tasks at "
+                        "niceness N (15 = Ray's default for workers; the stage runs them at 0: soft_labels.ACTOR_ENV)")
     p.add_argument("--compare-pool", type=int, metavar="N",
                    help="per repeat, also run the Ray row with a pool of N teacher actors (cpu_count // N threads each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

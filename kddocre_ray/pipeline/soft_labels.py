@@ -84,7 +84,8 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
     `threads` torch threads: reserving all of them would leave Ray Data no CPU for its read and
     write tasks on a small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
     bench/teacher_inference.py times its batches). `block_bytes` caps the blocks an actor
-    sends on (BLOCK_BYTES; None = Ray Data's default); `actor_env` is the actors' environment (ACTOR_ENV).
+    sends on (BLOCK_BYTES; None = Ray Data's default); `actor_env` is the environment of the actors and of the write tasks that
+    follow them (ACTOR_ENV).
     """
     t0 = time.time()
     context = ray.data.DataContext.get_current()  # a Dataset keeps the context it was made under
