@@ -35,7 +35,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kddocre_ray.pipeline.rows import features_of, with_teacher_logits
+    from kddocre_ray.data.rows import features_of, with_teacher_logits
     from kddocre_ray.pipeline.soft_labels import TeacherLogits
 
     if args.mode == "sysalloc":

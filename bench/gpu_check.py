@@ -194,8 +194,8 @@ def soft_labels(rows: Path, teacher: Path, work: Path, device, batch_size: int) 
     import pyarrow.parquet as pq
     import ray
 
-    from kddocre_ray.pipeline.rows import features_of, teacher_logits_of
-    from kddocre_ray.pipeline.soft_labels import TeacherLogits, write_soft_labels
+    from kddocre_ray.data.rows import features_of, teacher_logits_of
+    from kddocre_ray.pipeline.soft_labels import PoolOptions, TeacherLogits, write_soft_labels
 
     noted = work / "actors"
     noted.mkdir(parents=True)
@@ -210,7 +210,7 @@ def soft_labels(rows: Path, teacher: Path, work: Path, device, batch_size: int) 
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         stats = write_soft_labels(rows, teacher, work / "soft", pool_size=1, use_gpu=True, threads=2,
-                                  batch_size=batch_size, actor=NotingTeacher)
+                                  batch_size=batch_size, options=PoolOptions(actor=NotingTeacher))
     finally:
         ray.shutdown()
     actors = [json.loads(line) for f in noted.glob("*.jsonl") for line in f.read_text().splitlines()]

@@ -137,7 +137,8 @@ def make_inputs(encoder: str, docs: int, work: Path, overrides: list[str]) -> tu
     """The corpus (docs copies of real documents under new titles) and an untrained teacher."""
     from kddocre_ray.checkpoint import save_model
     from kddocre_ray.config import load_config
-    from kddocre_ray.data.docred import load_schema, read_json, write_json
+    from kddocre_ray.data.docred import load_schema
+    from kddocre_ray.storage import read_json, write_json
     from kddocre_ray.model.encoder import load_tokenizer
     from kddocre_ray.task import build_model
 
@@ -170,7 +171,7 @@ def _plain(rows: str, teacher: str, batch_size: int, docs: int | None = None) ->
     import torch
 
     from kddocre_ray.inference import Predictor
-    from kddocre_ray.pipeline.rows import features_of
+    from kddocre_ray.data.rows import features_of
 
     torch.set_num_threads(os.cpu_count() or 1)
     predictor = Predictor.load(teacher, torch.device("cpu"))
@@ -190,7 +191,7 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
     import ray
     import ray.cloudpickle
 
-    from kddocre_ray.pipeline.soft_labels import write_soft_labels
+    from kddocre_ray.pipeline.soft_labels import PoolOptions, write_soft_labels
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[TimedTeacherLogits.__module__])
     timing = Path(out).with_name(Path(out).name + "-timing")
@@ -203,10 +204,11 @@ def _ray(rows: str, teacher: str, out: str, pool: int, batch_size: int, block_mb
         with MemorySampler() as driver:
             stats = write_soft_labels(Path(rows), Path(teacher), Path(out), pool, False,
                                       max(1, (os.cpu_count() or 1) // pool), batch_size, log=lambda *a: None,
-                                      actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)},
-                                      **({} if block_mb is None else {"block_bytes": int(block_mb * 2**20)}),
-                                      # the actors at another priority than the stage's (Ray's own default is 15)
-                                      **({} if nice is None else {"actor_env": {"RAY_worker_niceness": str(nice)}}))
+                                      options=PoolOptions(
+                                          actor=TimedTeacherLogits, actor_kwargs={"timing_dir": str(timing)},
+                                          **({} if block_mb is None else {"block_bytes": int(block_mb * 2**20)}),
+                                          # the actors at another priority than the stage's (Ray's own default is 15)
+                                          **({} if nice is None else {"actor_env": {"RAY_worker_niceness": str(nice)}})))
         wall = time.time() - start
     finally:
         ray.shutdown()

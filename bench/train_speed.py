@@ -89,7 +89,7 @@ def in_child(config: str, overrides: list[str], precision: str, encoder_only: bo
 
 def through_ray(conf_path: str, overrides: list[str], precision: str, out: str) -> float:
 
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     conf = load_config(conf_path, [*overrides, f"train.precision={precision}", "train.epochs=1",
                                    "data.dev=null", "data.test=null", f"output_dir={out}",

@@ -6,6 +6,8 @@ unexpected weight is an error, never a silently random layer.
 """
 from __future__ import annotations
 
+from . import layout
+
 import json
 from pathlib import Path
 
@@ -14,21 +16,24 @@ import torch
 from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
 from .model.docre import DocREModel
-from .storage import local_copy, location
+from .storage import local_copy, location, read_json, write_json
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
-CHECKPOINT = "checkpoint"  # the reloadable best model inside a run folder
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder, a checkpoint folder, or a pipeline's run folder (its fine-tuned model), as
-    a local folder (one in an object store is copied to this node's cache first)."""
+    """A checkpoint folder, a run folder (its `checkpoint/`), or a folder whose `model.json`
+    names the model it stands for (a pipeline's run folder names its fine-tuned model's), as a
+    local folder (one in an object store is copied to this node's cache first)."""
     path = location(path)
-    if (path / "pipeline.json").is_file():
-        stages = json.loads((path / "pipeline.json").read_text())["stages"]
-        if "finetune" in stages and "folder" in stages["finetune"]:
-            path = location(stages["finetune"]["folder"])
-    return local_copy(path / CHECKPOINT if (path / CHECKPOINT).is_dir() else path)
+    if (path / layout.MODEL).is_file():
+        path = location(read_json(path / layout.MODEL)["checkpoint"])
+    return local_copy(path / layout.CHECKPOINT if (path / layout.CHECKPOINT).is_dir() else path)
+
+
+def point_to(folder: str | Path, checkpoint: str | Path) -> None:
+    """Make `folder` stand for the model in `checkpoint` (`resolve_checkpoint(folder)` finds it)."""
+    write_json({"checkpoint": str(checkpoint)}, location(folder) / layout.MODEL, indent=2)
 
 
 def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,

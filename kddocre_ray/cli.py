@@ -1,12 +1,16 @@
 """`kddocre`: train, distill, sweep, track, evaluate, predict and build distant corpora from the command line."""
 from __future__ import annotations
 
+from . import layout
+
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from .data.docred import DocError, load_schema, write_json
+from .data.docred import DocError, load_schema
+
+from .storage import write_json
 
 SAMPLE = Path(__file__).parent / "sample"
 DEFAULT_REL_INFO = SAMPLE / "rel_info.json"  # DocRED's 96 relations, shipped with the package
@@ -14,7 +18,7 @@ DEFAULT_REL_INFO = SAMPLE / "rel_info.json"  # DocRED's 96 relations, shipped wi
 
 def _train(args) -> None:
     from .config import load_config
-    from .train.job import run_train
+    from .train.run import run_train
 
     conf = load_config(args.config, args.overrides)
     if args.skip_bad_docs:
@@ -25,20 +29,20 @@ def _train(args) -> None:
     from .config import to_dict
     from .fingerprint import digest
     from .tracking import MlflowReporter
-    from .train.job import FINGERPRINT, prepare_run_dir
+    from .train.run import prepare_run_dir
 
     # One MLflow run, opened once the run folder is settled (--overwrite clears it first); a
     # resumed run continues the MLflow run recorded in the folder's tracking.json.
     run_dir = prepare_run_dir(conf, args.overwrite)
     reporter = MlflowReporter(conf, run_dir)
-    reporter.started("train", digest(json.loads((run_dir / FINGERPRINT).read_text())), to_dict(conf))
+    reporter.started("train", digest(json.loads((run_dir / layout.FINGERPRINT).read_text())), to_dict(conf))
     try:
         metrics = run_train(conf, max_failures=args.max_failures, callbacks=reporter.callbacks("train"))
     except BaseException:
         reporter.ended(None)
         raise
     reporter.finished("train", run_dir, {"train_time_s": metrics["train_time_s"]}, metrics["history"],
-                      ["metrics.json", "result.json"])
+                      [layout.METRICS, layout.RESULT])
 
 
 def _track(args) -> None:
@@ -48,7 +52,7 @@ def _track(args) -> None:
 
 
 def _distill(args) -> None:
-    from .pipeline.distill import run_pipeline
+    from .pipeline.run import run_pipeline
 
     run_pipeline(_job_config(args))
 

@@ -162,10 +162,28 @@ class SweepConfig:
 PAPER_GAMMA_GRID = [0.0, 0.5, 1.0, 1.5, 2.0]  # the paper's γ grid (Tan et al. 2022, Table 6)
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted names the command line takes."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def worker_cpus(scale: ScaleConfig) -> int:
     """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly,
     so that workers never oversubscribe the cores."""
     return scale.cpus_per_worker or max(1, (os.cpu_count() or 1) // scale.num_workers)
+
+
+def actor_threads(scale: ScaleConfig, pool_size: int) -> int:
+    """Torch threads per teacher actor of the soft-label stage: a GPU actor runs like a training
+    worker; CPU actors share this machine's cores out evenly."""
+    return worker_cpus(scale) if scale.use_gpu else max(1, (os.cpu_count() or 1) // pool_size)
 
 
 @dataclass

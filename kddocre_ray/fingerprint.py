@@ -7,6 +7,8 @@ working directory, and so every absolute path, changes with each submission.
 """
 from __future__ import annotations
 
+from . import layout
+
 import hashlib
 import json
 import os
@@ -14,8 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CHECKPOINT
-from .config import Config, to_dict
+from .config import Config, flatten, to_dict
 from .storage import RemotePath, local_copy, location
 
 # Keys that name where things go or how fast they run, never what a run computes. The worker
@@ -34,20 +35,7 @@ PATH_KEYS = frozenset({
     "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "distill.corpus",
     "distill.facts", "distill.student_deepspeed_config",
 })
-MANIFEST = "manifest.json"  # a pipeline stage's completion record (pipeline/stages.py)
 _PACKAGE = Path(__file__).resolve().parent
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted names the command line takes."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def digest(obj: Any) -> str:
@@ -62,10 +50,10 @@ def path_digest(path: str | os.PathLike) -> str:
     checkpoint: neither is read whole (soft labels and Ray Train's checkpoints are large). In an
     object store, a folder is digested from its node-local copy (storage.local_copy)."""
     p = location(path)
-    if (p / MANIFEST).is_file():
-        return json.loads((p / MANIFEST).read_text())["fingerprint"]
-    if (p / CHECKPOINT).is_dir():
-        p = p / CHECKPOINT
+    if (p / layout.MANIFEST).is_file():
+        return json.loads((p / layout.MANIFEST).read_text())["fingerprint"]
+    if (p / layout.CHECKPOINT).is_dir():
+        p = p / layout.CHECKPOINT
     if isinstance(p, RemotePath):
         if p.is_file():
             return hashlib.sha256(p.read_bytes()).hexdigest()[:16]

@@ -14,7 +14,9 @@ committed, hence immutable, folder, cached by its URI.
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -22,10 +24,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_remote(path: Union[str, os.PathLike, "RemotePath"]) -> bool:
@@ -194,6 +198,26 @@ def write_text(path: Location, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes), local or in an
+    object store."""
+    raw = location(path).read_bytes()
+    try:
+        if str(path).endswith(".gz") or raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+        return json.loads(raw)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON file: {exc}") from exc
+
+
+def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
+    """Write any JSON value atomically (temp file + rename; in an object store one PUT): a crash
+    never leaves half a file."""
+    target = location(path)
+    payload = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
+    write_bytes(target, gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload)
+
+
 def _default_mode() -> int:
     """Permissions a plain ``open()`` would give (temp files are created 0600)."""
     umask = os.umask(0)
@@ -231,8 +255,10 @@ def on_disk(path: Location) -> Iterator[Path]:
         yield local
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / "remote"
+def cache_dir(kind: str) -> Path:
+    """This node's cache folder for one kind of thing (`remote` copies, an unpacked encoder):
+    under KDDOCRE_CACHE, else ~/.cache/kddocre."""
+    return Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / kind
 
 
 def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
@@ -248,7 +274,7 @@ def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
         raise FileNotFoundError(f"{folder}: no such folder")
     listing = sorted((i.path, i.size, str(i.mtime)) for i in files)
     digest = hashlib.sha256(repr((str(folder), listing)).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{folder.name}-{digest}"
+    target = cache_dir("remote") / f"{folder.name}-{digest}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ plots/sweep.png (the metric per epoch per trial, and each trial's best), best.ya
 """
 from __future__ import annotations
 
+from . import layout
+
 import copy
 import csv
 import io
@@ -37,17 +39,17 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from .config import PAPER_GAMMA_GRID, Config, SweepConfig, from_dict, read_resolved, to_dict, to_yaml, with_values
 from .config import worker_cpus
-from .data.docred import read_json, write_json
-from .fingerprint import NOT_RESULT_KEYS, changed_keys, flatten
+from .storage import read_json, write_json
+from .config import flatten
+from .fingerprint import NOT_RESULT_KEYS, changed_keys
 from .pipeline import plots
-from .pipeline.distill import check_inputs, run_pipeline
+from .pipeline.run import check_inputs, run_pipeline
 from .pipeline.report import RunReport, Reporters
 from .pipeline.stages import plan, stage_configs
 from .storage import Location, location, upload, write_text
-from .train.runner import init_ray
+from .cluster import init_ray
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform}
-TRIALS = "trials"
 # The trial function only drives its Train workers, which hold the CPUs (GPUs). Tune takes no
 # all-zero request, so the trial asks for a token of memory (1 MiB) and no CPU: by default a
 # trial holds one CPU, and on a 2-core machine a Train worker asking for both then waits forever.
@@ -141,7 +143,7 @@ def trial_config(base: Config, values: dict[str, Any], trial_name: str) -> Confi
     """A trial's config: the sweep's, with the trial's values, its run folder under trials/, and
     no MLflow logging of its own (the sweep's driver logs every trial)."""
     conf = with_values(base, values, "trial")
-    conf.name = f"{base.name}/{TRIALS}/{trial_name}"
+    conf.name = f"{base.name}/{layout.TRIALS}/{trial_name}"
     conf.tracking.enabled = False
     return conf
 
@@ -178,7 +180,7 @@ class TrialReporter:
 
     def skipped(self, stage: str, fingerprint: str, folder: Location) -> None:
         if stage == self.stage:
-            for epoch in read_json(folder / "metrics.json")["history"]:
+            for epoch in read_json(folder / layout.METRICS)["history"]:
                 tune.report(tune_result(epoch, str(folder)))
 
     def finished(self, stage: str, folder: Location, metrics: dict, history: list[dict], files: list[str]) -> None:
@@ -214,7 +216,7 @@ class TrialRuns(tune.Callback):
 
     def __init__(self, base: dict, sweep_dir: Location):
         self.base, self.sweep_dir = base, sweep_dir
-        self.path = sweep_dir / "mlflow_runs.json"
+        self.path = sweep_dir / layout.TRIAL_RUNS
         self.tracker = None  # made on first use: Tune pickles its callbacks with the sweep's state
         self.best: dict[str, float] = {}
 
@@ -271,9 +273,9 @@ class TrialRuns(tune.Callback):
         t, run_id = self._tracker(), self._runs().get(trial.trial_id)
         folder = location((trial.last_result or {}).get("stage_folder", "/nonexistent"))
         metrics, tags = {}, {"kddocre.stage_folder": str(folder)}
-        if (folder / "metrics.json").exists():  # finished: the scores of its best checkpoint
-            metrics = final_scores(read_json(folder / "metrics.json"))
-            t.log_files(run_id, folder, ["metrics.json", "config.yaml"])
+        if (folder / layout.METRICS).exists():  # finished: the scores of its best checkpoint
+            metrics = final_scores(read_json(folder / layout.METRICS))
+            t.log_files(run_id, folder, [layout.METRICS, layout.CONFIG])
         elif ok:  # stopped early by the scheduler: the best epoch it reached
             tags["kddocre.stopped_early"] = "true"
             metric = from_dict(self.base).sweep.metric
@@ -320,7 +322,7 @@ def _scheduler(conf: Config):
 def _refuse_changed(conf: Config, sweep_dir: Location) -> None:
     """A sweep folder holds one sweep: a rerun with other result-changing values (or another
     space) is refused with the keys named, instead of mixing two sweeps' trials."""
-    saved = sweep_dir / "config.yaml"
+    saved = sweep_dir / layout.CONFIG
     if not saved.exists():
         return
     def keys(c: Config) -> dict:
@@ -345,7 +347,7 @@ def run_sweep(conf: Config, log=print) -> dict:
     sweep_dir = location(conf.output_dir) / conf.name
     _refuse_changed(conf, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "config.yaml").write_text(to_yaml(conf))
+    (sweep_dir / layout.CONFIG).write_text(to_yaml(conf))
     init_ray(conf)
     if conf.sweep.level == "kd":  # the stages every trial shares, built once, before any trial
         shared = copy.deepcopy(conf)
@@ -399,7 +401,7 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
                          metric: None, "epochs": 0, "status": _status(result, {}, reported=False, finished=finished)})
             continue
         folder = location(df["stage_folder"].iloc[-1])
-        scores = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+        scores = read_json(folder / layout.METRICS) if (folder / layout.METRICS).exists() else {}
         rows.append({"trial": result.path.rsplit("/", 1)[-1], "trial_id": result.metrics.get("trial_id"),
                      "values": {k: result.config.get(k) for k in keys}, metric: float(df[metric].max()),
                      "curve": [[int(e), float(v)] for e, v in zip(df["epoch"], df[metric]) if not math.isnan(v)],
@@ -415,16 +417,16 @@ def summarize(conf: Config, grid, sweep_dir: Location) -> dict:
         best_conf = trial_config(conf, best_result.config, best["trial"])
         best_conf.sweep, best_conf.tracking.enabled = SweepConfig(), conf.tracking.enabled
         best_conf.name = f"{conf.name}_best"
-        write_text(sweep_dir / "best.yaml", to_yaml(best_conf))
+        write_text(sweep_dir / layout.BEST, to_yaml(best_conf))
     table = markdown_table(rows, keys, metric)
-    write_text(sweep_dir / "results.md", table + "\n")
+    write_text(sweep_dir / layout.RESULTS, table + "\n")
     _write_csv(rows, keys, metric, sweep_dir / "results.csv")
     with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder
         plots.sweep(rows, metric, Path(plot_dir) / "sweep.png")
-        upload(Path(plot_dir), sweep_dir / "plots")
+        upload(Path(plot_dir), sweep_dir / layout.PLOTS)
     summary = {"name": conf.name, "level": conf.sweep.level, "metric": metric, "finished": finished, "best": best,
                "trials": rows, "table": table}
-    write_json(summary, sweep_dir / "sweep.json", indent=2)
+    write_json(summary, sweep_dir / layout.SWEEP, indent=2)
     return summary
 
 

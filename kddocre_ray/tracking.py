@@ -16,6 +16,8 @@ The run folder's `tracking.json` holds the run ids, so a resumed run continues i
 """
 from __future__ import annotations
 
+from . import layout
+
 import os
 import subprocess
 import time
@@ -24,10 +26,11 @@ from typing import Any, Callable, Optional
 
 from ray.train import UserCallback
 
-from .data.docred import read_json, write_json
+from .cluster import submitted_job
+from .config import flatten
+from .storage import read_json, write_json
 from .storage import Location, is_remote, location, on_disk
 
-TRACKING = "tracking.json"
 ARTIFACT_SUFFIXES = (".json", ".yaml", ".png")  # small files; never weights or Parquet shards
 MAX_ARTIFACT_BYTES = 50 << 20
 # A client default of about four minutes of retries per call would stall training when the server
@@ -43,15 +46,11 @@ def store_uri(default_dir: Optional[Path] = None) -> str:
 
 def flat_params(config: dict) -> dict[str, str]:
     """Dotted keys, the names the command line takes; unset values as ''."""
-    from .fingerprint import flatten
-
     return {k: "" if v is None else str(v) for k, v in flatten(config).items() if k != "extends"}
 
 
 def numeric(metrics: dict, prefix: str = "") -> dict[str, float]:
     """The numbers of a (nested) metrics dict as dotted MLflow metric names."""
-    from .fingerprint import flatten
-
     return {f"{prefix}{k}": float(v) for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -273,8 +272,6 @@ class MlflowReporter:
         self.conf, self.run_dir, self.replay = conf, location(run_dir), replay
         self.nested, self.fingerprint = fingerprint is not None, fingerprint
         if tracker is None:
-            from .train.runner import submitted_job
-
             # a submitted job's working directory is Ray's temporary copy: its default store goes to output_dir
             default_dir = Path(conf.output_dir) if submitted_job() and not is_remote(conf.output_dir) else None
             tracker = Tracker(conf.tracking.experiment, log, store_uri(default_dir))
@@ -291,7 +288,7 @@ class MlflowReporter:
 
     # -- tracking.json: the run ids of this run folder --
     def _state(self) -> dict:
-        path = self.run_dir / TRACKING
+        path = self.run_dir / layout.TRACKING
         state = read_json(path) if path.exists() else {}
         return state if state.get("uri") == self.tracker.uri else {}
 
@@ -299,7 +296,7 @@ class MlflowReporter:
         if self.tracker.ok:
             write_json({"uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
                         "fingerprint": self.fingerprint, "parent": self.parent, "runs": self.runs,
-                        "complete": complete}, self.run_dir / TRACKING, indent=2)
+                        "complete": complete}, self.run_dir / layout.TRACKING, indent=2)
 
     def _tags(self, **more) -> dict[str, str]:
         tags = {"kddocre.run_folder": str(self.run_dir.resolve()), **{f"kddocre.{k}": str(v) for k, v in more.items()}}
@@ -350,14 +347,12 @@ class MlflowReporter:
         return [EpochMetrics(self.tracker.uri, run_id)] if run_id and self.tracker.ok else []
 
     def skipped(self, stage: str, fingerprint: str, folder: Path) -> None:
-        from .fingerprint import MANIFEST
-
         self._open_parent()
         key = f"{stage}:{fingerprint}"
         if key in self.runs:  # this pipeline logged it before: its run stands
             self.tracker.log(self.runs[key], tags={"kddocre.last_invocation": "skipped"})
             return
-        manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else {}
+        manifest = read_json(folder / layout.MANIFEST) if (folder / layout.MANIFEST).exists() else {}
         run_id = self._open(stage, fingerprint, manifest.get("values", {}), status="skipped",
                             stage_folder=folder.resolve())
         self.tracker.log(run_id, metrics=numeric(manifest.get("counts", {})))
@@ -365,17 +360,17 @@ class MlflowReporter:
 
     def finished(self, stage: str, folder: Path, metrics: dict, history: list[dict], files: list[str]) -> None:
         run_id = self.current.get(stage)
-        run_metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+        run_metrics = read_json(folder / layout.METRICS) if (folder / layout.METRICS).exists() else {}
         extra = {k: run_metrics[k] for k in ("precision", "device", "workers") if k in run_metrics}
         scores = final_scores(run_metrics)
         tags = {"kddocre.stage_folder": str(folder.resolve())}
-        if (folder / "checkpoint").is_dir():
-            tags["kddocre.checkpoint"] = str((folder / "checkpoint").resolve())
+        if (folder / layout.CHECKPOINT).is_dir():
+            tags["kddocre.checkpoint"] = str((folder / layout.CHECKPOINT).resolve())
         headline = {k: v for k, v in numeric(metrics).items() if not k.startswith("dev_")}  # dev: best_dev_*
         self.tracker.log(run_id, params={f"run.{k}": str(v) for k, v in extra.items()},
                          metrics={**headline, **scores}, tags=tags)
         self.tracker.log_history(run_id, history)
-        self.tracker.log_files(run_id, folder, ["config.yaml", "manifest.json", *files])
+        self.tracker.log_files(run_id, folder, [layout.CONFIG, layout.MANIFEST, *files])
         self.tracker.end(run_id, end_ms=self.when[1])
         if not self.nested:
             self._save(complete=self.tracker.ok)
@@ -391,8 +386,8 @@ class MlflowReporter:
         if not self.nested:
             return
         self.tracker.log(self.parent, metrics=final_scores(metrics))
-        self.tracker.log_files(self.parent, self.run_dir, ["config.yaml", "pipeline.json", "metrics.json",
-                                                           "result.json", "plots/*.png"])
+        self.tracker.log_files(self.parent, self.run_dir, [layout.CONFIG, layout.PIPELINE, layout.METRICS,
+                                                           layout.RESULT, f"{layout.PLOTS}/*.png"])
         self.tracker.end(self.parent, end_ms=self.when[1])
         self._save(complete=self.tracker.ok)
 
@@ -405,55 +400,54 @@ def track_folder(run_dir: Path, experiment: Optional[str] = None, log: Callable[
     """Log a finished run folder (a pipeline's or a `kddocre train` run's) to MLflow afterwards,
     by replaying the events the live run would have reported, from the folder's files."""
     from .config import read_resolved, to_dict
-    from .fingerprint import MANIFEST, digest
-    from .train.job import FINGERPRINT
+    from .fingerprint import digest
 
     run_dir = location(run_dir)
-    if not (run_dir / "metrics.json").exists() or not (run_dir / "config.yaml").exists():
+    if not (run_dir / layout.METRICS).exists() or not (run_dir / layout.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir}: not a finished run folder (needs config.yaml and metrics.json)")
-    conf = read_resolved(run_dir / "config.yaml")
+    conf = read_resolved(run_dir / layout.CONFIG)
     tracker = Tracker(experiment or conf.tracking.experiment, log)
     if not tracker.ok:
         raise ConnectionError(f"MLflow store {tracker.uri} cannot be reached; nothing was logged")
-    state = read_json(run_dir / TRACKING) if (run_dir / TRACKING).exists() else {}
+    state = read_json(run_dir / layout.TRACKING) if (run_dir / layout.TRACKING).exists() else {}
     if state.get("uri") == tracker.uri and state.get("complete"):
         log(f"[kddocre] {run_dir} is already tracked in {tracker.uri} (tracking.json); nothing to do")
         return state
-    (run_dir / TRACKING).unlink(missing_ok=True)  # a partial record: log everything afresh
-    pipeline = run_dir / "pipeline.json"
+    (run_dir / layout.TRACKING).unlink(missing_ok=True)  # a partial record: log everything afresh
+    pipeline = run_dir / layout.PIPELINE
     if pipeline.exists():
         stages = read_json(pipeline)["stages"]
-        histories = read_json(run_dir / "metrics.json").get("histories", {})  # when a stage folder is gone
+        histories = read_json(run_dir / layout.METRICS).get("histories", {})  # when a stage folder is gone
         reporter = MlflowReporter(conf, run_dir, stages["evaluate"]["fingerprint"], log, tracker, replay=True)
-        finished = _mtime_ms(run_dir / "metrics.json")
+        finished = _mtime_ms(run_dir / layout.METRICS)
         reporter.when = (finished - int(1000 * sum(e.get("seconds", 0) for e in stages.values())), finished)
         reporter._open_parent()
         for stage, entry in stages.items():
             folder = location(entry.get("folder", ""))
-            end = _mtime_ms(folder / MANIFEST) or finished
+            end = _mtime_ms(folder / layout.MANIFEST) or finished
             reporter.when = (end - int(1000 * entry.get("seconds", 0)), end)
             if entry["status"] == "skipped":
                 reporter.skipped(stage, entry["fingerprint"], folder)
                 continue
             reporter.started(stage, entry["fingerprint"], entry.get("params", {}))
-            done = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+            done = read_json(folder / layout.METRICS) if (folder / layout.METRICS).exists() else {}
             history = done.get("history", histories.get(stage, [])) if stage != "evaluate" else []
             reporter.finished(stage, folder, entry.get("metrics", {}), history, entry.get("files", []))
         reporter.when = (None, finished)
-        reporter.ended(read_json(run_dir / "metrics.json"))
+        reporter.ended(read_json(run_dir / layout.METRICS))
     else:
-        metrics = read_json(run_dir / "metrics.json")
-        values = read_json(run_dir / FINGERPRINT) if (run_dir / FINGERPRINT).exists() else {}
+        metrics = read_json(run_dir / layout.METRICS)
+        values = read_json(run_dir / layout.FINGERPRINT) if (run_dir / layout.FINGERPRINT).exists() else {}
         reporter = MlflowReporter(conf, run_dir, None, log, tracker, replay=True)
-        finished = _mtime_ms(run_dir / "metrics.json")
+        finished = _mtime_ms(run_dir / layout.METRICS)
         reporter.when = (finished - int(1000 * metrics.get("train_time_s", 0)), finished)
         reporter.started("train", digest(values), to_dict(conf))
         reporter.finished("train", run_dir, {"train_time_s": metrics.get("train_time_s", 0.0)},
-                          metrics.get("history", []), ["metrics.json", "result.json"])
+                          metrics.get("history", []), [layout.METRICS, layout.RESULT])
     if not tracker.ok:
         raise ConnectionError(f"logging {run_dir} to {tracker.uri} failed part-way; rerun `kddocre track`")
     log(f"[kddocre] {run_dir} logged to {tracker.uri}")
-    return read_json(run_dir / TRACKING)
+    return read_json(run_dir / layout.TRACKING)
 
 
 def _mtime_ms(path: Path) -> Optional[int]:

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 from kddocre_ray.config import load_config
 from kddocre_ray.fingerprint import changed_keys, code_version, result_values
-from kddocre_ray.train.job import prepare_run_dir
+from kddocre_ray.train.run import prepare_run_dir
 
 TINY = REPO / "configs" / "tiny.yaml"
 

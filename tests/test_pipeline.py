@@ -38,7 +38,7 @@ def run(args: list[str], out: Path, name: str = "p", default_store_in: Path | No
     MLFLOW_TRACKING_URI, so MLflow's default store (./mlflow.db) is the one used."""
     import ray
 
-    from kddocre_ray.pipeline.distill import run_pipeline
+    from kddocre_ray.pipeline.run import run_pipeline
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [*args, f"output_dir={out}", f"name={name}"])
     try:
@@ -183,7 +183,7 @@ def test_fine_tuning_starts_from_the_students_weights(first, tmp_path):
     import ray
 
     from kddocre_ray.checkpoint import load_weights
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     out, args, _ = first
     student = stage_dirs(out)["student"]

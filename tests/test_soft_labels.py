@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, SAMPLE
 from kddocre_ray.config import load_config
 from kddocre_ray.data.docred import load_schema
-from kddocre_ray.pipeline.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
+from kddocre_ray.data.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
 from kddocre_ray.pipeline.soft_labels import TeacherLogits
 from test_train_ray import TINY
 
@@ -61,7 +61,7 @@ def soft(corpus, teacher, tmp_path_factory):
     import ray
 
     from kddocre_ray.pipeline.ingest import ingest_corpus
-    from kddocre_ray.pipeline.soft_labels import write_soft_labels
+    from kddocre_ray.pipeline.soft_labels import PoolOptions, write_soft_labels
 
     out = tmp_path_factory.mktemp("stages")
     schema = load_schema(SAMPLE / "rel_info.json")
@@ -76,8 +76,8 @@ def soft(corpus, teacher, tmp_path_factory):
         # A pool of 2 on 2 CPUs (a pool holding every CPU hangs Ray Data: soft_labels.actor_cpus),
         # with Ray Data's own block size, under which the one shard is read as one block.
         stats = write_soft_labels(out / "rows", teacher, out / "soft", pool_size=2, use_gpu=False, threads=1,
-                                  batch_size=3, block_bytes=None, actor=NotingTeacher,
-                                  actor_kwargs={"notes": str(notes)})
+                                  batch_size=3, options=PoolOptions(block_bytes=None, actor=NotingTeacher,
+                                                                    actor_kwargs={"notes": str(notes)}))
     finally:
         context.wait_for_min_actors_s = -1
         ray.shutdown()
@@ -158,7 +158,7 @@ def test_streamed_batches_give_every_rank_the_same_steps_and_every_row_once():
     import ray
 
     from kddocre_ray.data.features import Feature
-    from kddocre_ray.pipeline.rows import feature_table
+    from kddocre_ray.data.rows import feature_table
     from kddocre_ray.train.batches import StreamedBatches
 
     feats = [Feature(f"d{i}", list(range(5 + i % 7)), [[1], [2]], [(0, 1, 1)]) for i in range(50)]

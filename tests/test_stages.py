@@ -4,7 +4,7 @@ import pytest
 
 from conftest import REPO
 from kddocre_ray.config import load_config
-from kddocre_ray.pipeline.distill import check_inputs
+from kddocre_ray.pipeline.run import check_inputs
 from kddocre_ray.pipeline.stages import plan
 
 TINY = REPO / "configs" / "tiny.yaml"

@@ -54,7 +54,7 @@ def test_uris_stay_uris_and_local_paths_become_absolute(tmp_path, monkeypatch):
 
 
 def test_files_round_trip_and_folders_list(s3):
-    from kddocre_ray.data.docred import read_json, write_json
+    from kddocre_ray.storage import read_json, write_json
 
     folder = location(f"{s3}/roundtrip")
     assert not folder.exists()

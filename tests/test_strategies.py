@@ -54,7 +54,7 @@ def test_two_workers_train_and_checkpoint_reproduces_the_model(strategy, tmp_pat
 
     from kddocre_ray.checkpoint import load_model
     from kddocre_ray.data.features import doc_features
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [
         *TINY, *STRATEGIES[strategy], "train.epochs=2", "train.precision=fp32", "scale.num_workers=2",

@@ -21,7 +21,7 @@ TINY = [
 def run(tmp_path_factory):
     import ray
 
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     out = tmp_path_factory.mktemp("runs")
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.epochs=3", f"output_dir={out}", "name=t"])
@@ -74,7 +74,7 @@ def test_checkpoint_reloads_and_scores_the_same(run, capsys, tmp_path):
 
 
 def test_finished_run_is_not_overwritten_by_accident(run):
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     run_dir, _ = run
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, f"output_dir={run_dir.parent}", "name=t"])
@@ -87,7 +87,7 @@ def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path):
     the worker and trains on AFL + weight x MSE: both parts are logged and add up."""
     import ray
 
-    from kddocre_ray.train.job import run_train
+    from kddocre_ray.train.run import run_train
 
     teacher, _ = run
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.epochs=1", f"distill.teacher={teacher}",

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from kddocre_ray.data.docred import read_json
+from ..storage import read_json
 
 Fact = tuple[str, str, str]  # (head name, tail name, relation id)
 

@@ -7,17 +7,14 @@ title and field instead of surfacing as an IndexError deep in training.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ..storage import location, write_bytes
+from ..storage import read_json, write_json
 
 NA = "Na"  # class 0: the adaptive-threshold / no-relation class
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -173,18 +170,6 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
                 fail(f"{at}.evidence", f"sentence {s} out of range (document has {len(sents)})")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes), local or in an
-    object store (storage.py)."""
-    raw = location(path).read_bytes()
-    try:
-        if str(path).endswith(".gz") or raw[:2] == _GZIP_MAGIC:
-            raw = gzip.decompress(raw)
-        return json.loads(raw)
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid JSON file: {exc}") from exc
-
-
 def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = False,
               require_labels: bool = False) -> tuple[list[dict], list[DocError]]:
     """Load and validate documents, unchanged.
@@ -212,11 +197,3 @@ def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = Fa
 def write_docs(docs: list[dict], path: str | os.PathLike) -> None:
     """Write documents as JSON (gzip for ``.gz``) atomically: all or nothing on disk."""
     write_json(docs, path)
-
-
-def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
-    """Write any JSON value atomically (temp file + rename; in an object store one PUT): a crash
-    never leaves half a file."""
-    target = location(path)
-    payload = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
-    write_bytes(target, gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload)

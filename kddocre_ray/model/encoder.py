@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..storage import cache_dir
+
 TINY_RANDOM = "tiny-random"  # a 2-layer random BERT with MiniLM's tokenizer, for fast tests
 
 
@@ -35,7 +37,7 @@ def mpnet_path(cache: Path | None = None) -> Path:
     import zipfile
     from importlib.metadata import PackageNotFoundError, distribution
 
-    cache = cache or Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / "all-mpnet-base-v2"
+    cache = cache or cache_dir("all-mpnet-base-v2")
     if not cache.exists():
         parts = []
         for i, name in enumerate(MPNET_PARTS, 1):

@@ -20,7 +20,7 @@ from ..data.features import doc_features
 from ..fingerprint import path_digest
 from ..task import report_skipped
 from ..storage import Location
-from .rows import feature_table
+from ..data.rows import feature_table
 
 
 def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location, skip_bad: bool = False,

@@ -8,13 +8,14 @@ sends each event to several.
 """
 from __future__ import annotations
 
+from .. import layout
+
 import time
 from pathlib import Path
 from typing import Optional, Protocol
 
-from ..data.docred import read_json, write_json
+from ..storage import read_json, write_json
 
-PIPELINE = "pipeline.json"
 
 
 class Reporter(Protocol):
@@ -60,7 +61,7 @@ class RunReport:
     metrics), rewritten atomically after every event so a killed run shows where it stopped."""
 
     def __init__(self, run_dir: Path, log=print):
-        self.path, self.log = run_dir / PIPELINE, log
+        self.path, self.log = run_dir / layout.PIPELINE, log
         self.data = read_json(self.path) if self.path.exists() else {"stages": {}}
         self._t0: dict[str, float] = {}
 

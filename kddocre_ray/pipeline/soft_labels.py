@@ -11,7 +11,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -21,13 +22,13 @@ from ray.data import ActorPoolStrategy
 
 from ..inference import Predictor
 from ..storage import Location, parquet_files
-from .rows import features_of, with_teacher_logits
+from ..data.rows import features_of, with_teacher_logits
 
 
 def _malloc_trim() -> Callable[[], None]:
     """glibc's malloc_trim(0), or nothing where libc has none. Batches of documents of every
     length leave glibc's heap fragmented and it keeps the freed memory: an actor's private memory
-    grew with the corpus (512 -> 1,295 MB over 10,000 documents) until it was trimmed per batch."""
+    grew with the corpus until it was trimmed per batch (bench/results/teacher_inference_2cpu.md)."""
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
@@ -51,17 +52,16 @@ class TeacherLogits:
 
 
 # Ray Data keeps an actor's output batches until they fill a block of this size (128 MiB by
-# default: the logits of about 1,700 DocRED-sized documents). With the default, a teacher actor's
-# private memory rose from its first to its last 1,000 of 10,000 documents (peak USS 520 -> 636 MB);
-# with 16 MiB it did not (480 -> 467): bench/results/teacher_inference_2cpu.md.
+# default: the logits of about 1,700 DocRED-sized documents). With the default a teacher actor's
+# private memory grew over a 10,000-document corpus; with this cap it stayed flat
+# (bench/results/teacher_inference_2cpu.md).
 BLOCK_BYTES = 16 * 2**20
 
 # Ray starts its workers at nice 15 so that its own processes stay responsive. A teacher actor is
 # the stage's compute, and at nice 15 every wake-up of the driver or of Ray's daemons preempts one
 # of its torch threads. The variable makes Ray leave these actors at the driver's priority (no
-# privilege needed: nothing is raised). Measured gain on 2 cores: small, within run-to-run noise
-# (MiniLM, medians of 3: 2.47 docs/s and 1.63 cores used at nice 0, 2.42 and 1.59 at nice 15;
-# bench/results/teacher_inference_2cpu.md).
+# privilege needed: nothing is raised). The gain on 2 cores is within run-to-run noise
+# (bench/results/teacher_inference_2cpu.md).
 ACTOR_ENV = {"RAY_worker_niceness": "0"}
 
 
@@ -74,39 +74,47 @@ def actor_cpus(pool_size: int, cluster_cpus: float) -> float:
     return min(1.0, max(0.0, cluster_cpus - 1) / pool_size)
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """What a benchmark or a test changes in the actor pool; the pipeline keeps the defaults.
+
+    `actor`: a TeacherLogits (a subclass in bench/teacher_inference.py times its batches) built
+    with `actor_kwargs`; `block_bytes` caps the blocks an actor sends on (None: Ray Data's
+    default); `actor_env`: the environment of the actors and of the write tasks that follow them."""
+
+    actor: type = TeacherLogits
+    actor_kwargs: dict = field(default_factory=dict)
+    block_bytes: Optional[int] = BLOCK_BYTES
+    actor_env: dict = field(default_factory=lambda: dict(ACTOR_ENV))
+
+
 def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
-                      threads: int, batch_size: int, log=print, actor: type = TeacherLogits,
-                      actor_kwargs: dict | None = None, block_bytes: int | None = BLOCK_BYTES,
-                      actor_env: dict[str, str] = ACTOR_ENV) -> dict:
+                      threads: int, batch_size: int, log=print, options: PoolOptions = PoolOptions()) -> dict:
     """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
 
     Each actor reserves at most one logical CPU (`actor_cpus`; and one GPU with `use_gpu`) but runs
-    `threads` torch threads: reserving all of them would leave Ray Data no CPU for its read and
-    write tasks on a small machine, and the pipeline would stall. `actor` is a TeacherLogits (a subclass in
-    bench/teacher_inference.py times its batches). `block_bytes` caps the blocks an actor
-    sends on (BLOCK_BYTES; None = Ray Data's default); `actor_env` is the environment of the actors and of the write tasks that
-    follow them (ACTOR_ENV).
+    `threads` torch threads (config.actor_threads): reserving all of them would leave Ray Data no
+    CPU for its read and write tasks on a small machine, and the pipeline would stall.
     """
     t0 = time.time()
     context = ray.data.DataContext.get_current()  # a Dataset keeps the context it was made under
     default_block = context.target_max_block_size
-    context.target_max_block_size = block_bytes or default_block
+    context.target_max_block_size = options.block_bytes or default_block
     try:
         # Blocks of one batch each: Ray Data reads a shard as one block (small shards merged), and a
         # block is one actor's task, so a pool of several actors had all but one idle.
         ds = ray.data.read_parquet(str(rows_dir)).repartition(target_num_rows_per_block=batch_size)
-        kwargs = {"checkpoint": str(checkpoint), "threads": threads, **(actor_kwargs or {})}
+        kwargs = {"checkpoint": str(checkpoint), "threads": threads, **options.actor_kwargs}
         cpus = actor_cpus(pool_size, ray.cluster_resources().get("CPU", 0))
-        ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
+        ds = ds.map_batches(options.actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
                             compute=ActorPoolStrategy(size=pool_size), num_cpus=cpus, num_gpus=1 if use_gpu else 0,
-                            runtime_env={"env_vars": actor_env})
+                            runtime_env={"env_vars": options.actor_env})
     finally:
         context.target_max_block_size = default_block
-    # The write tasks run at the actors' priority: at Ray's default (nice 15) they got about 2% of a
-    # core beside two busy actors at nice 0, so the written blocks queued in the object store (+733 MB
-    # of shared memory over 10,000 tiny-model documents, growing with the corpus) and were only
-    # written after the last batch (bench/results/teacher_inference_2cpu.md).
-    ds.write_parquet(str(out_dir), ray_remote_args={"runtime_env": {"env_vars": actor_env}})
+    # The write tasks run at the actors' priority: at Ray's default (nice 15) they got a sliver of a
+    # core beside busy actors at nice 0, so the written blocks queued in the object store, growing
+    # with the corpus, until the last batch (bench/results/teacher_inference_2cpu.md).
+    ds.write_parquet(str(out_dir), ray_remote_args={"runtime_env": {"env_vars": options.actor_env}})
     seconds = time.time() - t0
     fs, files = parquet_files(out_dir)
     n = pads.dataset([f.path for f in files], format="parquet", filesystem=fs).to_table(columns=["n_entities"])

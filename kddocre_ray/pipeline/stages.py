@@ -15,6 +15,8 @@ version; paths never enter it (fingerprint.py).
 """
 from __future__ import annotations
 
+from .. import layout
+
 import copy
 import os
 import time
@@ -23,12 +25,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config, DistillConfig
-from ..data.docred import read_json, write_json
-from ..fingerprint import MANIFEST, code_version, digest, path_digest, result_values
+from ..storage import read_json, write_json
+from ..fingerprint import code_version, digest, path_digest, result_values
 from ..storage import Location, RemotePath, location, rmtree
 
 STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
-STAGES_DIR = "stages"
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Stage:
 
     @property
     def manifest(self) -> Optional[dict]:
-        path = self.folder / MANIFEST
+        path = self.folder / layout.MANIFEST
         return read_json(path) if path.exists() else None
 
     @property
@@ -57,7 +58,7 @@ class Stage:
 
     def commit(self, counts: dict, seconds: float) -> None:
         """Training stages: the finished run folder gets its manifest, written last (atomically)."""
-        write_json(self.manifest_for(counts, seconds), self.folder / MANIFEST, indent=2)
+        write_json(self.manifest_for(counts, seconds), self.folder / layout.MANIFEST, indent=2)
 
 
 class Building:
@@ -79,7 +80,7 @@ class Building:
         return self.tmp
 
     def commit(self, counts: dict, seconds: float) -> None:
-        write_json(self.stage.manifest_for(counts, seconds), self.tmp / MANIFEST, indent=2)
+        write_json(self.stage.manifest_for(counts, seconds), self.tmp / layout.MANIFEST, indent=2)
         if not self.in_place:
             os.replace(self.tmp, self.stage.folder)
 
@@ -120,7 +121,7 @@ def stage_configs(conf: Config) -> dict[str, Config]:
         c.train.strategy = d.student_strategy or c.train.strategy
         c.train.deepspeed_config = d.student_deepspeed_config or c.train.deepspeed_config
     for c in (teacher, student, finetune):
-        c.output_dir = str(location(conf.output_dir) / STAGES_DIR)
+        c.output_dir = str(location(conf.output_dir) / layout.STAGES)
     return {"teacher": teacher, "student": student, "finetune": finetune}
 
 
@@ -146,7 +147,7 @@ def plan(conf: Config, until: Optional[str] = None) -> list[Stage]:
         raise ValueError(f"no pipeline stage {until!r}; the stages are {STAGES}")
     if d.kd == "none" and until in ("teacher", "soft_labels"):
         raise ValueError(f"distill.kd=none (NA) has no {until} stage")
-    stages_dir = location(conf.output_dir) / STAGES_DIR
+    stages_dir = location(conf.output_dir) / layout.STAGES
     configs = stage_configs(conf)
     out: list[Stage] = []
     if d.kd != "none":

@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..data.features import Feature, label_matrix, length_grouped_batches
+from ..data.rows import features_of, teacher_logits_of
 
 
 @dataclass
@@ -57,7 +58,7 @@ class InMemoryBatches:
 
 class StreamedBatches:
     """Batches from this worker's Ray Data shard (`ray.train.get_dataset_shard`) of Parquet rows
-    (pipeline/rows.py), so that no process holds the corpus: rows arrive `window` at a time,
+    (data/rows.py), so that no process holds the corpus: rows arrive `window` at a time,
     shuffled within a buffer with a seed per epoch, and each window is cut into length-grouped
     batches. Ray Train splits the dataset with `streaming_split(equal=True)`, so every rank gets
     `rows // world` rows (the leftover ones are dropped) and takes the same number of steps.
@@ -75,8 +76,6 @@ class StreamedBatches:
         return full * math.ceil(self.window / self.batch_size) + math.ceil(rest / self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        from ..pipeline.rows import features_of, teacher_logits_of
-
         seed = self.seed + epoch
         for w, table in enumerate(self.shard.iter_batches(batch_size=self.window, batch_format="pyarrow",
                                                           local_shuffle_buffer_size=self.window,

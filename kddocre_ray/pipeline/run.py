@@ -15,18 +15,20 @@ fingerprint and status), and, when done, metrics.json, result.json, plots/ and m
 """
 from __future__ import annotations
 
-import os
+from .. import layout
+
 import tempfile
 import time
 from pathlib import Path
 
-from ..config import Config, to_dict, to_yaml, worker_cpus
-from ..data.docred import load_schema, read_json, write_json
+from ..config import Config, actor_threads, flatten, to_dict, to_yaml
+from ..data.docred import load_schema
+from ..storage import read_json, write_json
 from ..evaluation import format_metrics
-from ..fingerprint import flatten
 from ..storage import is_remote, location, upload
-from ..train.job import run_train
-from ..train.runner import init_ray, submitted_job
+from ..train.run import run_train
+from ..checkpoint import point_to
+from ..cluster import init_ray, submitted_job
 from . import plots
 from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan
@@ -59,7 +61,7 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
     stages = plan(conf, until)
     run_dir = location(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(conf))
+    (run_dir / layout.CONFIG).write_text(to_yaml(conf))
     if reporter is None:
         reporter = RunReport(run_dir, log)
         if conf.tracking.enabled:
@@ -88,7 +90,7 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
         counts = stages[-1].manifest["counts"]
         reporter.ended(counts)
         return counts
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / layout.METRICS)
     reporter.ended(metrics)
     for split in ("dev", "test"):
         if split in metrics:
@@ -105,14 +107,14 @@ def _train(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tupl
     """A training stage is `kddocre train` on the stage's derived config: a killed one resumes
     from its last Ray Train checkpoint; a finished run folder only lacks its manifest."""
     t0 = time.time()
-    if (stage.folder / "metrics.json").exists():
-        metrics = read_json(stage.folder / "metrics.json")
+    if (stage.folder / layout.METRICS).exists():
+        metrics = read_json(stage.folder / layout.METRICS)
     else:
         metrics = run_train(stage.conf, log=log, callbacks=callbacks)
     final = headline(metrics)
     stage.commit({**final, "train_time_s": metrics["train_time_s"], "precision": metrics["precision"]},
                  time.time() - t0)
-    return final, metrics["history"], ["checkpoint", "metrics.json", "result.json"]
+    return final, metrics["history"], [layout.CHECKPOINT, layout.METRICS, layout.RESULT]
 
 
 def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
@@ -132,11 +134,11 @@ def _soft_labels(conf: Config, stage: Stage, done: dict, log, callbacks: list) -
     from .soft_labels import write_soft_labels
 
     d = conf.distill
-    threads = max(1, (os.cpu_count() or 1) // d.pool_size) if not conf.scale.use_gpu else worker_cpus(conf.scale)
     building = Building(stage)
     with building as tmp:
         stats = write_soft_labels(done["ingest"].folder, done["teacher"].folder, tmp, d.pool_size,
-                                  conf.scale.use_gpu, threads, d.inference_batch_size, log)
+                                  conf.scale.use_gpu, actor_threads(conf.scale, d.pool_size),
+                                  d.inference_batch_size, log)
         building.commit(stats, stats["seconds"])
     return stats, [], ["*.parquet"]
 
@@ -145,21 +147,22 @@ def _evaluate(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> t
     """Copy the fine-tuned model's scores and predictions into the run folder, with plots."""
     t0 = time.time()
     finetune = done["finetune"].folder
-    metrics = read_json(finetune / "metrics.json")
-    histories = {name: read_json(done[name].folder / "metrics.json")["history"]
+    metrics = read_json(finetune / layout.METRICS)
+    histories = {name: read_json(done[name].folder / layout.METRICS)["history"]
                  for name in ("teacher", "student", "finetune") if name in done}
     out = {"name": conf.name, "kd": conf.distill.kd, "stages": {s: str(done[s].folder) for s in done},
            "histories": histories, **{k: metrics[k] for k in ("dev", "test", "precision", "scoring") if k in metrics}}
-    files = ["metrics.json", "result.json", "plots/training.png"]
+    files = [layout.METRICS, layout.RESULT, f"{layout.PLOTS}/training.png"]
     with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder
         plots.training_curves(histories, Path(plot_dir) / "training.png")
         for split in ("dev", "test"):
             if split in metrics:
                 plots.breakdown(metrics[split], Path(plot_dir) / f"{split}_breakdown.png", f"{conf.name} {split}")
-                files.append(f"plots/{split}_breakdown.png")
-        upload(Path(plot_dir), stage.folder / "plots")
-    write_json(read_json(finetune / "result.json"), stage.folder / "result.json")
-    write_json(out, stage.folder / "metrics.json", indent=2)
+                files.append(f"{layout.PLOTS}/{split}_breakdown.png")
+        upload(Path(plot_dir), stage.folder / layout.PLOTS)
+    write_json(read_json(finetune / layout.RESULT), stage.folder / layout.RESULT)
+    point_to(stage.folder, finetune / layout.CHECKPOINT)  # `kddocre predict --checkpoint RUN` uses it
+    write_json(out, stage.folder / layout.METRICS, indent=2)
     final = headline(metrics)
     stage.commit(final, time.time() - t0)
     return final, [], files

@@ -14,6 +14,8 @@ itself and the rest is uploaded (storage.py).
 """
 from __future__ import annotations
 
+from .. import layout
+
 import shutil
 import tempfile
 import time
@@ -22,39 +24,38 @@ from pathlib import Path
 import ray
 import torch
 
-from ..checkpoint import CHECKPOINT
 from ..config import Config, to_yaml, worker_cpus
-from ..data.docred import load_schema, read_json, write_json
+from ..data.docred import load_schema
+from ..storage import read_json, write_json
 from ..evaluation import Reference, format_metrics
 from ..fingerprint import changed_keys, result_values
 from ..inference import Predictor
 from ..storage import Location, RemotePath, location, rmtree, upload
 from ..task import load_split
-from .loop import TRAIN_STATE
-from .runner import fit
+from .worker import TRAIN_STATE
+from .trainer import fit
 from .strategy import DS_DIR, OPTIM_STATE
 
-FINGERPRINT = "fingerprint.json"
 
 
 def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
     """The run folder, checked: a finished run is kept unless `overwrite`; an unfinished one is
     resumed only with the same result-changing config."""
     run_dir = location(conf.output_dir) / conf.name
-    if (run_dir / "metrics.json").exists() and not overwrite:
+    if (run_dir / layout.METRICS).exists() and not overwrite:
         raise FileExistsError(f"{run_dir} holds a finished run; pick another name= or pass --overwrite")
     if overwrite:
         rmtree(run_dir)
     values = result_values(conf)
-    if (run_dir / FINGERPRINT).exists():
-        changed = changed_keys(read_json(run_dir / FINGERPRINT), values)
+    if (run_dir / layout.FINGERPRINT).exists():
+        changed = changed_keys(read_json(run_dir / layout.FINGERPRINT), values)
         if changed:
             raise ValueError(f"{run_dir} is an unfinished run started with another config; resuming it would mix "
                              f"two settings. Changed: {'; '.join(changed)}. Rerun with the same settings to resume, "
                              f"or pick another name= or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(conf))
-    write_json(values, run_dir / FINGERPRINT, indent=2)
+    (run_dir / layout.CONFIG).write_text(to_yaml(conf))
+    write_json(values, run_dir / layout.FINGERPRINT, indent=2)
     return run_dir
 
 
@@ -69,7 +70,7 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     keep_model(best, run_dir)
 
     # a split to score: the test split, else dev (a student pretrained without dev has neither)
-    scored = score_on_cluster(conf, run_dir / CHECKPOINT) if conf.data.dev or conf.data.test else {}
+    scored = score_on_cluster(conf, run_dir / layout.CHECKPOINT) if conf.data.dev or conf.data.test else {}
     out = {"name": conf.name, "precision": state["precision"], "device": state["device"], "workers": state["workers"],
            "train_time_s": train_time, "history": state["history"], "scoring": scored.get("scoring")}
     for split in ("dev", "test"):
@@ -77,8 +78,8 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
             out[split] = scored[split]
             log(f"[kddocre] {split} ({out[split]['docs']} documents)\n{format_metrics(out[split])}")
     if "preds" in scored:
-        write_json(scored["preds"], run_dir / "result.json")
-    write_json(out, run_dir / "metrics.json", indent=2)
+        write_json(scored["preds"], run_dir / layout.RESULT)
+    write_json(out, run_dir / layout.METRICS, indent=2)
     log(f"[kddocre] run written to {run_dir}")
     return out
 
@@ -88,18 +89,18 @@ def keep_model(best: ray.train.Checkpoint, run_dir: Location) -> None:
     states). Built aside and renamed into place on a local disk, uploaded in an object store (a
     killed upload is redone by the rerun: metrics.json, the run's marker, is written after it)."""
     remote = isinstance(run_dir, RemotePath)
-    tmp = Path(tempfile.mkdtemp()) / CHECKPOINT if remote else run_dir / f".{CHECKPOINT}.tmp"
+    tmp = Path(tempfile.mkdtemp()) / layout.CHECKPOINT if remote else run_dir / f".{layout.CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     best.to_directory(str(tmp))
     for training_only in (TRAIN_STATE, OPTIM_STATE):  # optimizer states are for resuming, not for use
         (tmp / training_only).unlink(missing_ok=True)
     shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
-    rmtree(run_dir / CHECKPOINT)
+    rmtree(run_dir / layout.CHECKPOINT)
     if remote:
-        upload(tmp, run_dir / CHECKPOINT)
+        upload(tmp, run_dir / layout.CHECKPOINT)
         shutil.rmtree(tmp.parent, ignore_errors=True)
     else:
-        tmp.rename(run_dir / CHECKPOINT)
+        tmp.rename(run_dir / layout.CHECKPOINT)
 
 
 def score_on_cluster(conf: Config, checkpoint: Location) -> dict:

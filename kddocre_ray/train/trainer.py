@@ -5,35 +5,18 @@ with the same run folder finds Ray's snapshot there and resumes from the latest 
 """
 from __future__ import annotations
 
-import os
+from .. import layout
 
 import ray
 import ray.data
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from ..cluster import init_ray
 from ..config import Config, to_dict, worker_cpus
 from ..storage import Location
-from .loop import train_loop
+from .worker import train_loop
 
-RAY_DIR = "ray"
-
-
-def submitted_job() -> bool:
-    """True in the driver of a `ray job submit` job (Ray sets this variable there), whose working
-    directory is Ray's temporary copy of the uploaded folder."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-
-
-def init_ray(conf: Config) -> None:
-    """Join the cluster named in the config or RAY_ADDRESS, else start a local one."""
-    if ray.is_initialized():
-        return
-    address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:  # "local": a new cluster of our own, never a `ray start` head that happens to run here
-        ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
 
 
 def fit(conf: Config, run_dir: Location, max_failures: int = 0,
@@ -58,7 +41,7 @@ def fit(conf: Config, run_dir: Location, max_failures: int = 0,
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
-            name=RAY_DIR, storage_path=str(run_dir),
+            name=layout.RAY_DIR, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=max_failures), callbacks=list(callbacks)),

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..data.features import Feature
+from .features import Feature
 
 FEATURE_SCHEMA = pa.schema([
     ("corpus", pa.string()),
