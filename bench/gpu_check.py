@@ -155,9 +155,8 @@ def train(conf, schema, tokenizer, docs: list[dict], device, steps: int) -> list
 
 
 def paper_size(schema, device, entities: int, tokens: int, steps: int) -> list[dict]:
-    from transformers import RobertaModel
-
     import memory_plan
+    from transformers import RobertaModel
 
     conf = load_config(REPO / "configs" / "docred_roberta_large.yaml")
     rc = memory_plan.roberta_large_config()

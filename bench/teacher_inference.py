@@ -97,7 +97,7 @@ class MemorySampler:
         now = {**private_mb(), "node_shmem_mb": node_shmem_mb()}
         self.peak = {k: max(v, self.peak[k]) for k, v in now.items()}
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -138,8 +138,8 @@ def make_inputs(encoder: str, docs: int, work: Path, overrides: list[str]) -> tu
     from kddocre_ray.checkpoint import save_model
     from kddocre_ray.config import load_config
     from kddocre_ray.data.docred import load_schema
-    from kddocre_ray.storage import read_json, write_json
     from kddocre_ray.model.encoder import load_tokenizer
+    from kddocre_ray.storage import read_json, write_json
     from kddocre_ray.task import build_model
 
     real = read_json(SHARED)
@@ -170,8 +170,8 @@ def _plain(rows: str, teacher: str, batch_size: int, docs: int | None = None) ->
     import pyarrow.parquet as pq
     import torch
 
-    from kddocre_ray.inference import Predictor
     from kddocre_ray.data.rows import features_of
+    from kddocre_ray.inference import Predictor
 
     torch.set_num_threads(os.cpu_count() or 1)
     predictor = Predictor.load(teacher, torch.device("cpu"))

@@ -6,13 +6,12 @@ unexpected weight is an error, never a silently random layer.
 """
 from __future__ import annotations
 
-from . import layout
-
 import json
 from pathlib import Path
 
 import torch
 
+from . import layout
 from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
 from .model.docre import DocREModel

@@ -1,15 +1,13 @@
 """`kddocre`: train, distill, sweep, track, evaluate, predict and build distant corpora from the command line."""
 from __future__ import annotations
 
-from . import layout
-
 import argparse
 import json
 import sys
 from pathlib import Path
 
+from . import layout
 from .data.docred import DocError, load_schema
-
 from .storage import write_json
 
 SAMPLE = Path(__file__).parent / "sample"
@@ -146,7 +144,7 @@ def _distant(args) -> None:
     docs = _read(args.docs, schema, args.skip_bad_docs)
     facts = load_facts(args.facts)
     labelled, stats = distant_label(docs, facts)
-    unknown = {l["r"] for d in labelled for l in d["labels"]} - set(schema.relations)
+    unknown = {lab["r"] for d in labelled for lab in d["labels"]} - set(schema.relations)
     if unknown:
         raise SystemExit(f"{args.facts}: relations not in {args.rel_info}: {sorted(unknown)}")
     write_json(labelled, args.out)

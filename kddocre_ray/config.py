@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
@@ -21,22 +21,22 @@ class DataSource:
 
     path: str = MISSING
     start: int = 0
-    end: Optional[int] = None
+    end: int | None = None
 
 
 @dataclass
 class DataConfig:
     rel_info: str = MISSING  # rel_info.json (DocRED) or rel2id.json (ATLOP)
     train: DataSource = field(default_factory=DataSource)
-    dev: Optional[DataSource] = None
-    test: Optional[DataSource] = None
+    dev: DataSource | None = None
+    test: DataSource | None = None
     # Fact file ([h_name, t_name, r] triples) for Ign F1; default: the facts of the train split.
-    train_facts: Optional[str] = None
+    train_facts: str | None = None
     skip_bad_docs: bool = False
     # Featurized Parquet rows (the pipeline's ingest or soft-label stage): when set, the training
     # documents stream from here through Ray Data instead of `train`, which then only supplies
     # the Ign facts and the probe document.
-    train_rows: Optional[str] = None
+    train_rows: str | None = None
 
 
 @dataclass
@@ -79,10 +79,10 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests); 0 = no limit
     eval_batch_size: int = 8
     strategy: str = "ddp"  # ddp | deepspeed
-    deepspeed_config: Optional[str] = None  # JSON file, e.g. configs/deepspeed/zero2.json
+    deepspeed_config: str | None = None  # JSON file, e.g. configs/deepspeed/zero2.json
     # A checkpoint folder (or run folder) whose weights start this run: weights only, with a
     # fresh optimizer and schedule (fine-tuning a pretrained student). Not the same as resuming.
-    init_from: Optional[str] = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -90,7 +90,7 @@ class ScaleConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 0  # 0 = the machine's cores divided among the workers
-    ray_address: Optional[str] = None  # None = start a local Ray cluster (or join RAY_ADDRESS)
+    ray_address: str | None = None  # None = start a local Ray cluster (or join RAY_ADDRESS)
 
 
 @dataclass
@@ -103,30 +103,30 @@ class DistillConfig:
     `teacher` set instead computes that teacher's logits on its own train split in memory.
     """
 
-    corpus: Optional[str] = None  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
+    corpus: str | None = None  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
     # A fact file ([h_name, t_name, r] triples): when set, the corpus is labelled at ingest by
     # knowledge-base name matching, as `kddocre distant` does (its own labels are replaced).
-    facts: Optional[str] = None
+    facts: str | None = None
     kd: str = "mse"  # mse (the paper) | kl (with temperature) | none (= NA: distant labels only, no teacher)
     weight: float = 1.0
     temperature: float = 1.0
-    teacher: Optional[str] = None  # `kddocre train` only: teacher run or checkpoint folder
+    teacher: str | None = None  # `kddocre train` only: teacher run or checkpoint folder
     # Student pretraining on the corpus; unset learning rates are train.encoder_lr / head_lr.
     pretrain_epochs: int = 2
-    pretrain_encoder_lr: Optional[float] = None
-    pretrain_head_lr: Optional[float] = None
+    pretrain_encoder_lr: float | None = None
+    pretrain_head_lr: float | None = None
     # Fine-tuning on data.train from the student's weights; unset values are train.*'s.
-    finetune_epochs: Optional[int] = None
-    finetune_encoder_lr: Optional[float] = None
-    finetune_head_lr: Optional[float] = None
+    finetune_epochs: int | None = None
+    finetune_encoder_lr: float | None = None
+    finetune_head_lr: float | None = None
     # Fine-tuning starts from the student's "last" epoch (no dev split during pretraining) or
     # its "best" by dev F1 (the dev split is scored after every pretraining epoch).
     init_from: str = "last"
     # Scale of the student stages (pretraining and fine-tuning) when it differs from the
     # teacher's: e.g. a teacher on one GPU, students on four with DeepSpeed. Unset = scale / train.
-    student_workers: Optional[int] = None
-    student_strategy: Optional[str] = None
-    student_deepspeed_config: Optional[str] = None
+    student_workers: int | None = None
+    student_strategy: str | None = None
+    student_deepspeed_config: str | None = None
     pool_size: int = 1  # teacher actors writing soft labels (one GPU each with scale.use_gpu)
     inference_batch_size: int = 64  # documents per Ray Data batch sent to a teacher actor
     rows_per_shard: int = 1000  # documents per Parquet shard of the ingested corpus
@@ -188,7 +188,7 @@ def actor_threads(scale: ScaleConfig, pool_size: int) -> int:
 
 @dataclass
 class Config:
-    extends: Optional[str] = None  # base YAML file this one overrides (see _yaml_chain)
+    extends: str | None = None  # base YAML file this one overrides (see _yaml_chain)
     name: str = "run"
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)

@@ -14,13 +14,13 @@ class Reference:
         self.facts, self.frequent = facts, frequent
 
     @classmethod
-    def from_train(cls, train_docs: list[dict], fact_file: str | None = None) -> "Reference":
+    def from_train(cls, train_docs: list[dict], fact_file: str | None = None) -> Reference:
         """Ign facts from `fact_file` if given, else from the training documents' names."""
         facts = read_fact_file(fact_file) if fact_file else train_facts(train_docs)
         return cls(facts, frequent_relations(train_docs))
 
     @classmethod
-    def from_config(cls, conf: Config, schema: RelSchema) -> "Reference":
+    def from_config(cls, conf: Config, schema: RelSchema) -> Reference:
         train = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log=lambda *a: None)
         return cls.from_train(train, conf.data.train_facts)
 

@@ -7,8 +7,6 @@ working directory, and so every absolute path, changes with each submission.
 """
 from __future__ import annotations
 
-from . import layout
-
 import hashlib
 import json
 import os
@@ -16,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .config import Config, flatten, to_dict
 from .storage import RemotePath, local_copy, location
 

@@ -6,8 +6,8 @@ the same way. Pure torch; knows nothing of Ray.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -30,7 +30,7 @@ class Predictor:
         self.precision, self.device = precision, device
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | None = None, precision: str | None = None) -> "Predictor":
+    def load(cls, path: str | Path, device: torch.device | None = None, precision: str | None = None) -> Predictor:
         """From a run or checkpoint folder, on `device` (a GPU when there is one), in `precision`
         (default: the run's own setting, resolved for that device)."""
         device = device or default_device()

@@ -5,7 +5,7 @@ is computed in fp32 whatever precision the model ran in, and averaged over pairs
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

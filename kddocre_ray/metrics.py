@@ -47,7 +47,7 @@ def _pred_triples(preds: Iterable[dict]) -> set[Triple]:
 
 def _gold_triples(gold_docs: Iterable[dict]) -> set[Triple]:
     # .get: the DocRED test file has no labels
-    return {(d["title"], l["h"], l["t"], l["r"]) for d in gold_docs for l in d.get("labels", [])}
+    return {(d["title"], lab["h"], lab["t"], lab["r"]) for d in gold_docs for lab in d.get("labels", [])}
 
 
 def _div(a: float, b: float) -> float:

@@ -20,11 +20,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -32,7 +33,7 @@ import pyarrow.fs as pafs
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def is_remote(path: Union[str, os.PathLike, "RemotePath"]) -> bool:
+def is_remote(path: str | os.PathLike | RemotePath) -> bool:
     """A URI with a scheme pyarrow opens (s3://, gs://, hdfs://, ...); `file://` counts as local."""
     if isinstance(path, RemotePath):
         return True
@@ -40,7 +41,7 @@ def is_remote(path: Union[str, os.PathLike, "RemotePath"]) -> bool:
     return len(scheme) > 1 and scheme != "file"  # one letter: a Windows drive
 
 
-@lru_cache(maxsize=None)
+@cache
 def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
 
@@ -67,7 +68,7 @@ class RemotePath:
     def __hash__(self) -> int:
         return hash(str(self))
 
-    def __truediv__(self, name: Union[str, os.PathLike]) -> "RemotePath":
+    def __truediv__(self, name: str | os.PathLike) -> RemotePath:
         return RemotePath(f"{self}/{str(name).strip('/')}")
 
     @property
@@ -79,13 +80,13 @@ class RemotePath:
         return Path(self.name).suffix
 
     @property
-    def parent(self) -> "RemotePath":
+    def parent(self) -> RemotePath:
         return RemotePath(f"{self.scheme}://{self.bucket}/{self.key.rsplit('/', 1)[0] if '/' in self.key else ''}")
 
-    def resolve(self) -> "RemotePath":
+    def resolve(self) -> RemotePath:
         return self
 
-    def expanduser(self) -> "RemotePath":
+    def expanduser(self) -> RemotePath:
         return self
 
     @property
@@ -112,17 +113,17 @@ class RemotePath:
             raise FileNotFoundError(str(self))
         return SimpleNamespace(st_size=info.size or 0, st_mtime=info.mtime.timestamp() if info.mtime else 0.0)
 
-    def relative_to(self, other: "RemotePath") -> str:
+    def relative_to(self, other: RemotePath) -> str:
         prefix = str(other).rstrip("/") + "/"
         if not str(self).startswith(prefix):
             raise ValueError(f"{self} is not inside {other}")
         return str(self)[len(prefix):]
 
-    def iterdir(self) -> Iterator["RemotePath"]:
+    def iterdir(self) -> Iterator[RemotePath]:
         for info in self.fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True)):
             yield RemotePath(f"{self.scheme}://{info.path}")
 
-    def glob(self, pattern: str) -> Iterator["RemotePath"]:
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
         """What matches `pattern` inside this folder; wildcards only in the last part ("plots/*.png")."""
         *folders, name = pattern.split("/")
         base = self
@@ -154,10 +155,10 @@ class RemotePath:
         self.fs.delete_file(self._path)
 
 
-Location = Union[Path, RemotePath]
+Location = Path | RemotePath
 
 
-def location(path: Union[str, os.PathLike, RemotePath]) -> Location:
+def location(path: str | os.PathLike | RemotePath) -> Location:
     """A local path as `Path` (a `file://` URI too), a URI as `RemotePath`."""
     if isinstance(path, RemotePath):
         return path
@@ -261,7 +262,7 @@ def cache_dir(kind: str) -> Path:
     return Path(os.environ.get("KDDOCRE_CACHE", Path.home() / ".cache" / "kddocre")) / kind
 
 
-def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
+def local_copy(folder: str | os.PathLike | RemotePath) -> Path:
     """A local folder with the files of `folder`: the folder itself if local, else a copy made once
     per node for each version of its files (the cache key digests the URI and every file's name,
     size and modification time, so a run folder rewritten by `--overwrite` is fetched again)."""
@@ -295,7 +296,7 @@ def local_copy(folder: Union[str, os.PathLike, RemotePath]) -> Path:
     return target
 
 
-def parquet_files(folder: Union[str, os.PathLike, RemotePath]) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+def parquet_files(folder: str | os.PathLike | RemotePath) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
     """The Parquet files directly in a folder (not its manifest or other files), sorted by name,
     with the filesystem to open them: `pyarrow.dataset.dataset([i.path ...], filesystem=fs)`."""
     folder = location(folder)

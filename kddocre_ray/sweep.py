@@ -23,31 +23,38 @@ plots/sweep.png (the metric per epoch per trial, and each trial's best), best.ya
 """
 from __future__ import annotations
 
-from . import layout
-
 import copy
 import csv
 import io
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from .config import PAPER_GAMMA_GRID, Config, SweepConfig, from_dict, read_resolved, to_dict, to_yaml, with_values
-from .config import worker_cpus
-from .storage import read_json, write_json
-from .config import flatten
+from . import layout
+from .cluster import init_ray
+from .config import (
+    PAPER_GAMMA_GRID,
+    Config,
+    SweepConfig,
+    flatten,
+    from_dict,
+    read_resolved,
+    to_dict,
+    to_yaml,
+    with_values,
+    worker_cpus,
+)
 from .fingerprint import NOT_RESULT_KEYS, changed_keys
 from .pipeline import plots
+from .pipeline.report import Reporters, RunReport
 from .pipeline.run import check_inputs, run_pipeline
-from .pipeline.report import RunReport, Reporters
 from .pipeline.stages import plan, stage_configs
-from .storage import Location, location, upload, write_text
-from .cluster import init_ray
+from .storage import Location, location, read_json, upload, write_json, write_text
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform}
 # The trial function only drives its Train workers, which hold the CPUs (GPUs). Tune takes no
@@ -189,7 +196,7 @@ class TrialReporter:
     def callbacks(self, stage: str) -> list:
         return [StageToTune(self.folder)] if stage == self.stage else []
 
-    def ended(self, metrics: Optional[dict]) -> None:
+    def ended(self, metrics: dict | None) -> None:
         pass
 
 
@@ -382,7 +389,7 @@ def run_sweep(conf: Config, log=print) -> dict:
     else:
         best = summary["best"]
         log(f"[kddocre] best: {best['trial']} {best['values']} {conf.sweep.metric} {best[conf.sweep.metric]:.2f}; "
-            f"its config: {sweep_dir / 'best.yaml'}")
+            f"its config: {sweep_dir / layout.BEST}")
     return summary
 
 
@@ -447,7 +454,7 @@ def markdown_table(rows: list[dict], keys: list[str], metric: str) -> str:
     def value(v: Any) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
 
-    def score(v: Optional[float]) -> str:
+    def score(v: float | None) -> str:
         return "" if v is None else f"{v:.2f}"
 
     head = ["trial", *keys, f"best {metric}", "epochs", "status", "test F1", "test Ign F1"]

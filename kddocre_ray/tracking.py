@@ -16,20 +16,19 @@ The run folder's `tracking.json` holds the run ids, so a resumed run continues i
 """
 from __future__ import annotations
 
-from . import layout
-
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ray.train import UserCallback
 
+from . import layout
 from .cluster import submitted_job
 from .config import flatten
-from .storage import read_json, write_json
-from .storage import Location, is_remote, location, on_disk
+from .storage import Location, is_remote, location, on_disk, read_json, write_json
 
 ARTIFACT_SUFFIXES = (".json", ".yaml", ".png")  # small files; never weights or Parquet shards
 MAX_ARTIFACT_BYTES = 50 << 20
@@ -38,7 +37,7 @@ MAX_ARTIFACT_BYTES = 50 << 20
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
-def store_uri(default_dir: Optional[Path] = None) -> str:
+def store_uri(default_dir: Path | None = None) -> str:
     """MLFLOW_TRACKING_URI, else `mlflow.db` in `default_dir` (the working directory unless told)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / 'mlflow.db'}"
@@ -104,13 +103,13 @@ def git_commit() -> str:
 class Tracker:
     """An MLflow client that reports its first failure once and then stands down."""
 
-    def __init__(self, experiment: str, log: Callable[[str], None] = print, uri: Optional[str] = None):
+    def __init__(self, experiment: str, log: Callable[[str], None] = print, uri: str | None = None):
         from mlflow import MlflowClient
 
         for k, v in HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
         self.uri, self.say, self.ok = uri or store_uri(), log, True
-        self.experiment_id: Optional[str] = None
+        self.experiment_id: str | None = None
         self.client = self.call(MlflowClient, self.uri)  # an unknown scheme fails here
         if not self.ok or (self.uri.startswith("http") and not self._reachable()):
             return
@@ -157,8 +156,8 @@ class Tracker:
             return None
 
     # -- logging helpers (each one guarded) --
-    def create_run(self, name: str, tags: dict[str, str], parent: Optional[str] = None,
-                   start_ms: Optional[int] = None) -> Optional[str]:
+    def create_run(self, name: str, tags: dict[str, str], parent: str | None = None,
+                   start_ms: int | None = None) -> str | None:
         if parent:
             tags = {**tags, "mlflow.parentRunId": parent}
         run = self.call(self.client.create_run, self.experiment_id, start_time=start_ms, tags=tags, run_name=name)
@@ -184,7 +183,7 @@ class Tracker:
         self.call(self.client.update_run, run_id, status="RUNNING")
         return self.ok
 
-    def log(self, run_id: Optional[str], params: dict | None = None, metrics: dict | None = None,
+    def log(self, run_id: str | None, params: dict | None = None, metrics: dict | None = None,
             tags: dict | None = None, step: int = 0) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -197,7 +196,7 @@ class Tracker:
         for i in range(0, max(len(ps), len(ms), len(ts), 1), 100):  # MLflow takes 100 params per batch
             self.call(self.client.log_batch, run_id, metrics=ms[i:i + 100], params=ps[i:i + 100], tags=ts[i:i + 100])
 
-    def log_history(self, run_id: Optional[str], history: list[dict]) -> None:
+    def log_history(self, run_id: str | None, history: list[dict]) -> None:
         """Per-epoch metrics at step = epoch, skipping epochs the live callback already logged."""
         if not run_id or not history:
             return
@@ -207,7 +206,7 @@ class Tracker:
             if epoch.get("epoch") not in done:
                 self.log(run_id, metrics=epoch_metrics(epoch), step=int(epoch.get("epoch", 0)))
 
-    def log_files(self, run_id: Optional[str], folder: Location, names: list[str]) -> None:
+    def log_files(self, run_id: str | None, folder: Location, names: list[str]) -> None:
         for name in names:
             for path in sorted(folder.glob(name), key=str):
                 if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and path.stat().st_size < MAX_ARTIFACT_BYTES:
@@ -215,7 +214,7 @@ class Tracker:
                     with on_disk(path) as local:  # a file in an object store: a temporary local copy
                         self.call(self.client.log_artifact, run_id, str(local), parent)
 
-    def end(self, run_id: Optional[str], ok: bool = True, end_ms: Optional[int] = None) -> None:
+    def end(self, run_id: str | None, ok: bool = True, end_ms: int | None = None) -> None:
         if run_id:
             self.call(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED", end_ms)
 
@@ -263,8 +262,8 @@ class MlflowReporter:
     the folder it reuses. `replay` (kddocre track): the events come from the folder's files later,
     so the git commit of the code now is not claimed for them."""
 
-    def __init__(self, conf, run_dir: Path, fingerprint: Optional[str] = None, log: Callable[[str], None] = print,
-                 tracker: Optional[Tracker] = None, replay: bool = False):
+    def __init__(self, conf, run_dir: Path, fingerprint: str | None = None, log: Callable[[str], None] = print,
+                 tracker: Tracker | None = None, replay: bool = False):
         """`fingerprint`: the pipeline's (its last stage's, which covers every stage before it);
         None for a plain training run, which has no parent run."""
         from .config import to_dict
@@ -277,9 +276,9 @@ class MlflowReporter:
             tracker = Tracker(conf.tracking.experiment, log, store_uri(default_dir))
         self.tracker = tracker
         self.params = flat_params(to_dict(conf))
-        self.parent: Optional[str] = None
+        self.parent: str | None = None
         # replay: when the events happened (ms), from the folder's files; live runs use the clock
-        self.when: tuple[Optional[int], Optional[int]] = (None, None)
+        self.when: tuple[int | None, int | None] = (None, None)
         self.runs: dict[str, str] = {}  # "stage:fingerprint" -> run id, as in tracking.json
         self.current: dict[str, str] = {}  # stage -> its run in this invocation
         state = self._state()
@@ -319,7 +318,7 @@ class MlflowReporter:
         self.tracker.log(self.parent, params=self.params)
         self._save()
 
-    def _open(self, stage: str, fingerprint: str, params: dict, **tags) -> Optional[str]:
+    def _open(self, stage: str, fingerprint: str, params: dict, **tags) -> str | None:
         """The stage's run: continued when this folder already tracked it at this fingerprint."""
         self._open_parent()
         key = f"{stage}:{fingerprint}"
@@ -375,7 +374,7 @@ class MlflowReporter:
         if not self.nested:
             self._save(complete=self.tracker.ok)
 
-    def ended(self, metrics: Optional[dict]) -> None:
+    def ended(self, metrics: dict | None) -> None:
         """The pipeline is over: its scores and files on the parent run. `metrics=None`: it failed,
         and its unfinished runs are marked FAILED."""
         if metrics is None:
@@ -396,7 +395,7 @@ class MlflowReporter:
             self.tracker.client.set_terminated(run_id, "FAILED")
 
 
-def track_folder(run_dir: Path, experiment: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+def track_folder(run_dir: Path, experiment: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Log a finished run folder (a pipeline's or a `kddocre train` run's) to MLflow afterwards,
     by replaying the events the live run would have reported, from the folder's files."""
     from .config import read_resolved, to_dict
@@ -450,6 +449,6 @@ def track_folder(run_dir: Path, experiment: Optional[str] = None, log: Callable[
     return read_json(run_dir / layout.TRACKING)
 
 
-def _mtime_ms(path: Path) -> Optional[int]:
+def _mtime_ms(path: Path) -> int | None:
     """When a file was last written: a replayed run's times come from its folder's files."""
     return int(path.stat().st_mtime * 1000) if path.exists() else None

@@ -10,7 +10,8 @@ from kddocre_ray.losses import afl_loss, atl_loss, bce_loss, kl_distill, make_lo
 LOGITS = torch.tensor([[0.0, 1.0, -1.0]])  # TH 0, r1 +1, r2 -1
 POS_R1 = torch.tensor([[0.0, 1.0, 0.0]])
 NA = torch.tensor([[1.0, 0.0, 0.0]])
-sp = lambda x: math.log1p(math.exp(x))  # softplus: -log sigmoid(-x)
+def sp(x):
+    return math.log1p(math.exp(x))  # softplus: -log sigmoid(-x)
 
 
 def test_atl_positive_pair():

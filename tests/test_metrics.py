@@ -4,8 +4,15 @@ import json
 import pytest
 
 from kddocre_ray.metrics import (
-    binary_f1, error_categories, evaluate, frequent_relations, infer_f1, official_scores,
-    read_fact_file, relation_subset_f1, train_facts,
+    binary_f1,
+    error_categories,
+    evaluate,
+    frequent_relations,
+    infer_f1,
+    official_scores,
+    read_fact_file,
+    relation_subset_f1,
+    train_facts,
 )
 
 
@@ -27,7 +34,7 @@ def pred(title, h, t, r):
 A = doc("A", [["Paris", "Paris city"], ["France"], ["Europe"]], [(0, 1, "P17"), (1, 2, "P30"), (0, 2, "P30")])
 B = doc("B", [["Alice"], ["Bob"], ["Carol"]], [(0, 1, "P26"), (1, 2, "P40")])
 GOLD = [A, B]
-ALL = [pred(d["title"], l["h"], l["t"], l["r"]) for d in GOLD for l in d["labels"]]
+ALL = [pred(d["title"], lab["h"], lab["t"], lab["r"]) for d in GOLD for lab in d["labels"]]
 
 
 def test_perfect_prediction_scores_100():

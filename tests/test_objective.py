@@ -12,7 +12,8 @@ from kddocre_ray.train.objective import Objective
 LOGITS = torch.tensor([[0.0, 1.0, -1.0]])  # TH 0, r1 +1, r2 -1
 POS_R1 = torch.tensor([[0.0, 1.0, 0.0]])
 TEACHER = torch.tensor([[0.0, 2.0, 1.0]])
-sp = lambda x: math.log1p(math.exp(x))  # softplus
+def sp(x):
+    return math.log1p(math.exp(x))  # softplus
 
 
 def test_without_teacher_the_loss_is_the_relation_loss():

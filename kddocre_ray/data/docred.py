@@ -7,6 +7,7 @@ title and field instead of surfacing as an IndexError deep in training.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property

@@ -56,7 +56,7 @@ def doc_features(doc: dict, tokenizer, schema: RelSchema) -> Feature:
 
     entity_pos = [[start_of[(m["sent_id"], m["pos"][0])] for m in entity] for entity in doc["vertexSet"]]
     rel2id = schema.rel2id
-    labels = sorted({(l["h"], l["t"], rel2id[l["r"]]) for l in doc.get("labels", [])})
+    labels = sorted({(lab["h"], lab["t"], rel2id[lab["r"]]) for lab in doc.get("labels", [])})
     return Feature(doc["title"], ids, entity_pos, labels)
 
 

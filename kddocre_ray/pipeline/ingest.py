@@ -17,10 +17,10 @@ import ray
 from ..data.distant import distant_label, load_facts
 from ..data.docred import RelSchema, read_docs
 from ..data.features import doc_features
-from ..fingerprint import path_digest
-from ..task import report_skipped
-from ..storage import Location
 from ..data.rows import feature_table
+from ..fingerprint import path_digest
+from ..storage import Location
+from ..task import report_skipped
 
 
 def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location, skip_bad: bool = False,

@@ -8,14 +8,12 @@ sends each event to several.
 """
 from __future__ import annotations
 
-from .. import layout
-
 import time
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Protocol
 
+from .. import layout
 from ..storage import read_json, write_json
-
 
 
 class Reporter(Protocol):
@@ -27,7 +25,7 @@ class Reporter(Protocol):
 
     def callbacks(self, stage: str) -> list: ...
 
-    def ended(self, metrics: Optional[dict]) -> None: ...
+    def ended(self, metrics: dict | None) -> None: ...
 
 
 class Reporters:
@@ -51,7 +49,7 @@ class Reporters:
     def callbacks(self, stage: str) -> list:
         return [c for r in self.reporters for c in r.callbacks(stage)]
 
-    def ended(self, metrics: Optional[dict]) -> None:
+    def ended(self, metrics: dict | None) -> None:
         for r in self.reporters:
             r.ended(metrics)
 
@@ -89,6 +87,6 @@ class RunReport:
     def callbacks(self, stage: str) -> list:
         return []
 
-    def ended(self, metrics: Optional[dict]) -> None:
+    def ended(self, metrics: dict | None) -> None:
         self.data["status"] = "failed" if metrics is None else "done"
         self._save()

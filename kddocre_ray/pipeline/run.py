@@ -15,20 +15,18 @@ fingerprint and status), and, when done, metrics.json, result.json, plots/ and m
 """
 from __future__ import annotations
 
-from .. import layout
-
 import tempfile
 import time
 from pathlib import Path
 
-from ..config import Config, actor_threads, flatten, to_dict, to_yaml
-from ..data.docred import load_schema
-from ..storage import read_json, write_json
-from ..evaluation import format_metrics
-from ..storage import is_remote, location, upload
-from ..train.run import run_train
+from .. import layout
 from ..checkpoint import point_to
 from ..cluster import init_ray, submitted_job
+from ..config import Config, actor_threads, flatten, to_dict, to_yaml
+from ..data.docred import load_schema
+from ..evaluation import format_metrics
+from ..storage import is_remote, location, read_json, upload, write_json
+from ..train.run import run_train
 from . import plots
 from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -20,9 +20,9 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
+from ..data.rows import features_of, with_teacher_logits
 from ..inference import Predictor
 from ..storage import Location, parquet_files
-from ..data.rows import features_of, with_teacher_logits
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -84,7 +84,7 @@ class PoolOptions:
 
     actor: type = TeacherLogits
     actor_kwargs: dict = field(default_factory=dict)
-    block_bytes: Optional[int] = BLOCK_BYTES
+    block_bytes: int | None = BLOCK_BYTES
     actor_env: dict = field(default_factory=lambda: dict(ACTOR_ENV))
 
 

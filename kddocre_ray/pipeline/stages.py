@@ -15,19 +15,17 @@ version; paths never enter it (fingerprint.py).
 """
 from __future__ import annotations
 
-from .. import layout
-
 import copy
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from .. import layout
 from ..config import Config, DistillConfig
-from ..storage import read_json, write_json
 from ..fingerprint import code_version, digest, path_digest, result_values
-from ..storage import Location, RemotePath, location, rmtree
+from ..storage import Location, RemotePath, location, read_json, rmtree, write_json
 
 STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
 
@@ -37,12 +35,12 @@ class Stage:
     name: str
     fingerprint: str
     folder: Location
-    conf: Optional[Config] = None  # training stages: the config `kddocre train` runs
+    conf: Config | None = None  # training stages: the config `kddocre train` runs
     inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> fingerprint
     values: dict[str, Any] = field(default_factory=dict)  # what the fingerprint was made of
 
     @property
-    def manifest(self) -> Optional[dict]:
+    def manifest(self) -> dict | None:
         path = self.folder / layout.MANIFEST
         return read_json(path) if path.exists() else None
 
@@ -89,7 +87,7 @@ class Building:
             rmtree(self.tmp)
 
 
-def _budget(conf: Config, epochs: Optional[int], encoder_lr: Optional[float], head_lr: Optional[float]) -> None:
+def _budget(conf: Config, epochs: int | None, encoder_lr: float | None, head_lr: float | None) -> None:
     t = conf.train
     t.epochs = epochs if epochs is not None else t.epochs
     t.encoder_lr = encoder_lr if encoder_lr is not None else t.encoder_lr
@@ -137,7 +135,7 @@ def _train_stage(name: str, conf: Config, inputs: dict[str, str], stages_dir: Lo
     return Stage(name, fp, folder, conf, inputs, values)
 
 
-def plan(conf: Config, until: Optional[str] = None) -> list[Stage]:
+def plan(conf: Config, until: str | None = None) -> list[Stage]:
     """Every stage of this pipeline, with its fingerprint and folder, in order; with `until`,
     the stages up to and including that one (a sweep's teacher trials, or the stages a KD sweep's
     trials share). NA (kd = none) needs no teacher: its student reads the ingested rows and

@@ -8,8 +8,8 @@ of `kddocre train`), the pipeline's streamed source reads Ray Data shards.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import torch
 
@@ -21,7 +21,7 @@ from ..data.rows import features_of, teacher_logits_of
 class Batch:
     features: list[Feature]
     labels: torch.Tensor  # (sum of n(n-1), C) multi-hot, pairs in batch order
-    teacher: Optional[torch.Tensor] = None  # the teacher's logits for the same rows, fp32
+    teacher: torch.Tensor | None = None  # the teacher's logits for the same rows, fp32
 
     def __len__(self) -> int:
         return len(self.features)

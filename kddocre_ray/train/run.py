@@ -14,8 +14,6 @@ itself and the rest is uploaded (storage.py).
 """
 from __future__ import annotations
 
-from .. import layout
-
 import shutil
 import tempfile
 import time
@@ -24,18 +22,17 @@ from pathlib import Path
 import ray
 import torch
 
+from .. import layout
 from ..config import Config, to_yaml, worker_cpus
 from ..data.docred import load_schema
-from ..storage import read_json, write_json
 from ..evaluation import Reference, format_metrics
 from ..fingerprint import changed_keys, result_values
 from ..inference import Predictor
-from ..storage import Location, RemotePath, location, rmtree, upload
+from ..storage import Location, RemotePath, location, read_json, rmtree, upload, write_json
 from ..task import load_split
-from .worker import TRAIN_STATE
-from .trainer import fit
 from .strategy import DS_DIR, OPTIM_STATE
-
+from .trainer import fit
+from .worker import TRAIN_STATE
 
 
 def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:

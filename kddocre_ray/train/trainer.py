@@ -5,18 +5,16 @@ with the same run folder finds Ray's snapshot there and resumes from the latest 
 """
 from __future__ import annotations
 
-from .. import layout
-
 import ray
 import ray.data
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from .. import layout
 from ..cluster import init_ray
 from ..config import Config, to_dict, worker_cpus
 from ..storage import Location
 from .worker import train_loop
-
 
 
 def fit(conf: Config, run_dir: Location, max_failures: int = 0,

@@ -13,9 +13,9 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import pyarrow.parquet as pq
 import ray.train
@@ -30,8 +30,8 @@ from ..data.features import Feature, doc_features
 from ..evaluation import Reference
 from ..inference import Predictor
 from ..metrics import official_scores
-from ..storage import parquet_files
 from ..model.encoder import load_tokenizer
+from ..storage import parquet_files
 from ..task import build_model, load_split, resolve_precision, seed_everything
 from .batches import InMemoryBatches, StreamedBatches
 from .objective import Objective
@@ -62,7 +62,7 @@ class Worker:
     tokenizer: object
     log: Callable[[str], None]
     source: InMemoryBatches | StreamedBatches
-    dev: Optional[DevSet]
+    dev: DevSet | None
     objective: Objective
     strategy: object
     probe: Feature  # one training document whose logits each checkpoint stores (see _probe)
