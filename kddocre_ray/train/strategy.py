@@ -1,6 +1,5 @@
-"""How the model, optimizer and scheduler are distributed: DDP or DeepSpeed behind one interface.
-
-The loop only calls `forward`, `backward(loss)`, `step()`, `save(dir)` and `load(dir)`.
+"""How the model, optimizer and scheduler are distributed: DDP or DeepSpeed behind one interface,
+`Strategy`, which states everything the loop (worker.py) uses.
 - ddp: Ray Train's `prepare_model` (DDP across workers), torch AdamW, autocast for bf16 / fp16
   (with a GradScaler for fp16), clipping and accumulation done here.
 - deepspeed: a DeepSpeed engine from a JSON file (ZeRO stage, offload, ...). Values written
@@ -11,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,6 +24,31 @@ from ..task import autocast
 OPTIM_STATE = "optim_state.pt"  # ddp: optimizer, scheduler and scaler state
 DS_DIR = "deepspeed"  # deepspeed: the engine's own (possibly partitioned) checkpoint
 DS_TAG = "state"
+
+
+class Strategy(Protocol):
+    """What the training loop uses of a distribution strategy, and nothing else."""
+
+    model: nn.Module  # what the loop calls to train: the DDP wrapper or the DeepSpeed engine
+    module: nn.Module  # the plain model inside it: evaluation, the probe, the saved weights
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # the loop reports its learning rates
+    lockstep_eval: bool  # every rank must run the same evaluation batches (ZeRO-3 gathers weights in forward)
+
+    def autocast(self) -> AbstractContextManager: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self, boundary: bool) -> None:
+        """After each micro-batch; `boundary`: the last micro-batch of an accumulation step."""
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on every rank (a collective under ZeRO-3: every rank calls it)."""
+
+    def save(self, directory: Path, rank: int) -> None:
+        """What resuming needs beyond the weights (optimizer, scheduler, ...), into a checkpoint folder."""
+
+    def load(self, directory: Path) -> None:
+        """Weights and training state back from a checkpoint folder `save` wrote into."""
 
 
 def param_groups(model: nn.Module, tc: TrainConfig) -> list[dict]:
@@ -46,6 +72,10 @@ def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
 
 
 class DDPStrategy:
+    """Ray Train's DDP; clipping, accumulation and fp16 loss scaling done here."""
+
+    lockstep_eval = False
+
     def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device, total_steps: int):
         import ray.train.torch
 
@@ -132,6 +162,8 @@ def skip_shm_comm_build() -> None:
 
 
 class DeepSpeedStrategy:
+    """A DeepSpeed engine: it holds the optimizer, scheduler, precision and accumulation itself."""
+
     def __init__(self, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device,
                  total_steps: int, config_path: str, world: int):
         import deepspeed
@@ -144,6 +176,7 @@ class DeepSpeedStrategy:
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config)
         self.module = self.model.module
         self.stage = self.model.zero_optimization_stage()
+        self.lockstep_eval = self.stage == 3
 
     def autocast(self):
         return contextlib.nullcontext()  # the engine holds the weights in the chosen precision
@@ -171,7 +204,7 @@ class DeepSpeedStrategy:
 
 
 def make_strategy(name: str, model: nn.Module, tc: TrainConfig, precision: str, device: torch.device,
-                  total_steps: int, world: int, deepspeed_config_path: str | None):
+                  total_steps: int, world: int, deepspeed_config_path: str | None) -> Strategy:
     if name == "ddp":
         return DDPStrategy(model, tc, precision, device, total_steps)
     if name == "deepspeed":

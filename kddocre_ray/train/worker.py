@@ -35,7 +35,7 @@ from ..storage import parquet_files
 from ..task import build_model, load_split, resolve_precision, seed_everything
 from .batches import InMemoryBatches, StreamedBatches
 from .objective import Objective
-from .strategy import make_strategy
+from .strategy import Strategy, make_strategy
 
 TRAIN_STATE = "train_state.pt"
 PROBE = "probe.pt"
@@ -64,7 +64,7 @@ class Worker:
     source: InMemoryBatches | StreamedBatches
     dev: DevSet | None
     objective: Objective
-    strategy: object
+    strategy: Strategy
     probe: Feature  # one training document whose logits each checkpoint stores (see _probe)
     state: dict
 
@@ -221,8 +221,7 @@ def _gather(items: list) -> list:
 
 def evaluate_dev(w: Worker) -> dict:
     """Dev F1 / Ign F1 of the in-memory model; updates the early-stopping state."""
-    # ZeRO-3 gathers weights collectively inside forward: every rank runs the same batches.
-    lockstep = getattr(w.strategy, "stage", 0) == 3
+    lockstep = w.strategy.lockstep_eval
     mine = w.dev.feats if lockstep else w.dev.feats[w.rank::w.world]
     preds = Predictor(w.strategy.module, w.conf, w.schema, w.tokenizer, w.precision, w.device).triples(mine)
     preds = preds if lockstep else _gather(preds)
