@@ -267,7 +267,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--pool", type=int, default=1, help="teacher actors (each runs cpu_count // pool torch threads)")
     p.add_argument("--rows-per-shard", type=int, default=500,
-                   help="documents per ingested Parquet shard (distill.rows_per_shard); the stage cuts the rows "
+                   help="documents per ingested Parquet shard (pipeline.rows_per_shard); the stage cuts the rows "
                         "into one-batch blocks whatever the shard size")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Ray Data batch (and per plain step)")
     p.add_argument("--block-mb", type=float, help="Ray Data's target block size in the soft-label stage (MiB; "

@@ -11,7 +11,7 @@ comparison view in headless Chromium (Debian's `chromium` package, driven by Pla
 Why a driven browser and not `chromium --screenshot URL`: MLflow 3.17's comparison page takes
 neither from its URL or a server setting.
 - Its parallel coordinates plot starts on the first 3 differing parameters in alphabetical order
-  and the first metric (component state, e.g. distill.corpus paths against best_dev_precision):
+  and the first metric (component state, e.g. pipeline.corpus paths against best_dev_precision):
   the script clears them and picks --params and --metrics in the plot's selects. Defaults: the
   parameters whose values differ between the runs (up to 4; not paths, the run's own name or one
   some runs lack) and those of best_dev_f1, test_f1, test_ign_f1 every run has; the last metric

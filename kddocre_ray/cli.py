@@ -185,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser(
         "distill", help="the KD-DocRE pipeline: teacher, soft labels, student pretraining, fine-tuning, scores",
         description="Run the paper's method on the Ray cluster named by RAY_ADDRESS or scale.ray_address (a local "
-                    "one when there is none): (1) train the teacher on data.train; (2) ingest distill.corpus and "
+                    "one when there is none): (1) train the teacher on data.train; (2) ingest pipeline.corpus and "
                     "write the teacher's logits for every entity pair to Parquet through a Ray Data actor pool; "
                     "(3) pretrain the student on the corpus with the relation loss on its distant labels plus "
                     "distill.weight x MSE (or KL) to the teacher's logits (distill.kd=none: labels only, no "

@@ -7,12 +7,65 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
 from .storage import location, resolve
+
+
+class Choice(str, Enum):
+    """A config value from a fixed set: OmegaConf refuses any other and names the choices. A
+    member compares, prints and serializes as its plain string ("mse"), as YAML and MLflow show it."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LossName(Choice):
+    afl = "afl"
+    atl = "atl"
+    bce = "bce"
+
+
+class AflWeight(Choice):
+    paper = "paper"  # positives weighted by (1-P)^gamma (Eq. 9-11)
+    official = "official"  # 1 + (1-P)^gamma, as in the authors' released code
+
+
+class Precision(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    auto = "auto"  # bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32
+
+
+class StrategyName(Choice):
+    ddp = "ddp"
+    deepspeed = "deepspeed"
+
+
+class KD(Choice):
+    mse = "mse"  # the paper
+    kl = "kl"  # with distill.temperature
+    none = "none"  # NA: distant labels only, no teacher
+
+
+class InitFrom(Choice):
+    last = "last"  # the student's last epoch (no dev split during pretraining)
+    best = "best"  # its best epoch by dev F1 (dev scored after every pretraining epoch)
+
+
+class SweepLevel(Choice):
+    teacher = "teacher"  # each trial trains its own teacher (γ, the teacher's learning rates)
+    kd = "kd"  # the trials share the pipeline's teacher and soft labels (KD weight, student learning rates)
+
+
+class SweepScheduler(Choice):
+    asha = "asha"  # stops weak trials early
+    fifo = "fifo"  # every trial runs its whole budget
 
 
 @dataclass
@@ -55,11 +108,9 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "afl"  # afl | atl | bce
+    name: LossName = LossName.afl
     gamma: float = 0.5
-    # "paper": positives weighted by (1-P)^gamma (Eq. 9-11); "official": 1 + (1-P)^gamma as in
-    # the authors' released code.
-    afl_weight: str = "paper"
+    afl_weight: AflWeight = AflWeight.paper
 
 
 @dataclass
@@ -75,10 +126,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 66
     patience: int = 0  # epochs without dev F1 improvement before stopping; 0 = never stop early
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto
+    precision: Precision = Precision.auto
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests); 0 = no limit
     eval_batch_size: int = 8
-    strategy: str = "ddp"  # ddp | deepspeed
+    strategy: StrategyName = StrategyName.ddp
     deepspeed_config: str | None = None  # JSON file, e.g. configs/deepspeed/zero2.json
     # A checkpoint folder (or run folder) whose weights start this run: weights only, with a
     # fresh optimizer and schedule (fine-tuning a pretrained student). Not the same as resuming.
@@ -95,22 +146,28 @@ class ScaleConfig:
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation (KD-DocRE): a student learns from a teacher's logits plus the
-    relation loss on (distant) labels, L = L_RE + weight * L_KD.
+    """Knowledge distillation (KD-DocRE), what changes a student's loss: besides the relation
+    loss on its (distant) labels it learns the teacher's logits, L = L_RE + weight * L_KD.
+    `teacher`: for `kddocre train` alone, a teacher run or checkpoint folder whose logits on the
+    train split are computed in memory (the pipeline writes its teacher's as soft labels)."""
 
-    The pipeline (`jobs/distill.py`) trains the teacher, writes its soft labels for `corpus`,
-    pretrains the student there and fine-tunes it on `data.train`. `kddocre train` with
-    `teacher` set instead computes that teacher's logits on its own train split in memory.
-    """
+    kd: KD = KD.mse
+    weight: float = 1.0
+    temperature: float = 1.0  # KL's temperature
+    teacher: str | None = None
+
+
+@dataclass
+class PipelineConfig:
+    """The pipeline's stage schedule (`jobs/distill.py`), what changes which stages run and
+    their configs: the student pretrains on `corpus`, then is fine-tuned on `data.train`."""
 
     corpus: str | None = None  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
     # A fact file ([h_name, t_name, r] triples): when set, the corpus is labelled at ingest by
     # knowledge-base name matching, as `kddocre distant` does (its own labels are replaced).
     facts: str | None = None
-    kd: str = "mse"  # mse (the paper) | kl (with temperature) | none (= NA: distant labels only, no teacher)
-    weight: float = 1.0
-    temperature: float = 1.0
-    teacher: str | None = None  # `kddocre train` only: teacher run or checkpoint folder
+    rows_per_shard: int = 1000  # documents per Parquet shard of the ingested corpus
+    window: int = 256  # rows a student worker holds at once to form length-grouped batches
     # Student pretraining on the corpus; unset learning rates are train.encoder_lr / head_lr.
     pretrain_epochs: int = 2
     pretrain_encoder_lr: float | None = None
@@ -119,18 +176,20 @@ class DistillConfig:
     finetune_epochs: int | None = None
     finetune_encoder_lr: float | None = None
     finetune_head_lr: float | None = None
-    # Fine-tuning starts from the student's "last" epoch (no dev split during pretraining) or
-    # its "best" by dev F1 (the dev split is scored after every pretraining epoch).
-    init_from: str = "last"
+    init_from: InitFrom = InitFrom.last  # which of the student's checkpoints fine-tuning starts from
     # Scale of the student stages (pretraining and fine-tuning) when it differs from the
     # teacher's: e.g. a teacher on one GPU, students on four with DeepSpeed. Unset = scale / train.
     student_workers: int | None = None
-    student_strategy: str | None = None
+    student_strategy: StrategyName | None = None
     student_deepspeed_config: str | None = None
-    pool_size: int = 1  # teacher actors writing soft labels (one GPU each with scale.use_gpu)
-    inference_batch_size: int = 64  # documents per Ray Data batch sent to a teacher actor
-    rows_per_shard: int = 1000  # documents per Parquet shard of the ingested corpus
-    window: int = 256  # rows a student worker holds at once to form length-grouped batches
+
+
+@dataclass
+class SoftLabelConfig:
+    """How the soft-label stage runs: how fast, never what it writes."""
+
+    pool_size: int = 1  # teacher actors (one GPU each with scale.use_gpu)
+    batch_size: int = 64  # documents per Ray Data batch sent to a teacher actor
 
 
 @dataclass
@@ -147,13 +206,11 @@ class SweepConfig:
     leaf is a list (a grid: every value is tried) or {uniform: [lo, hi]} / {loguniform: [lo, hi]}
     (drawn `num_samples` times). Empty = the paper's grid over loss.gamma."""
 
-    # teacher: each trial trains its own teacher (γ, the teacher's learning rates);
-    # kd: the trials share the pipeline's teacher and soft labels (KD weight, student learning rates)
-    level: str = "teacher"
+    level: SweepLevel = SweepLevel.teacher
     space: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 1  # draws of the distributions (a grid is crossed with each draw)
     metric: str = "dev_f1"  # maximized; a trial counts by its best epoch
-    scheduler: str = "asha"  # asha (stops weak trials early) | fifo (every trial runs its whole budget)
+    scheduler: SweepScheduler = SweepScheduler.asha
     grace_period: int = 1  # epochs every trial gets before ASHA may stop it
     reduction_factor: int = 2
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs (GPUs) run at once
@@ -197,21 +254,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-
-
-CHOICES = {
-    "loss.name": ("afl", "atl", "bce"),
-    "loss.afl_weight": ("paper", "official"),
-    "train.precision": ("fp32", "bf16", "fp16", "auto"),
-    "train.strategy": ("ddp", "deepspeed"),
-    "distill.kd": ("mse", "kl", "none"),
-    "distill.init_from": ("best", "last"),
-    "distill.student_strategy": ("ddp", "deepspeed", None),
-    "sweep.level": ("teacher", "kd"),
-    "sweep.scheduler": ("asha", "fifo"),
-}
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
@@ -236,12 +282,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
 
 
 def _check(conf: Config, where: str) -> None:
-    """What the types alone do not say: one of the allowed choices, consistent model sizes."""
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(conf, section), name)
-        if value not in allowed:
-            raise ValueError(f"{where}: {key}={value!r}; choose one of {allowed}")
+    """What the types alone do not say: consistent model sizes."""
     m = conf.model
     if not 0 <= m.chunk_overlap < m.max_length - 2:
         raise ValueError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
@@ -285,28 +326,33 @@ def _yaml_chain(path: Path) -> list[Path]:
     return chain
 
 
+# Keys whose value is a file or folder: made absolute at load time (Ray workers run in other
+# directories), fingerprinted by content (fingerprint.py). Those that may name a stage folder or
+# an object store stay URIs.
+PATH_KEYS = ("data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
+             "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "pipeline.corpus",
+             "pipeline.facts", "pipeline.student_deepspeed_config")
+
+
+def path_values(conf: Config) -> dict[str, str]:
+    """The set values of PATH_KEYS (a missing dev or test split has none)."""
+    flat = flatten(to_dict(conf))
+    return {k: flat[k] for k in PATH_KEYS if flat.get(k)}
+
+
 def _absolute_paths(conf: Config) -> Config:
-    """Ray workers run in other directories: resolve data paths against the caller's cwd now.
+    """Ray workers run in other directories: resolve paths against the caller's cwd now.
     Folders in an object store (output_dir=s3://bucket/runs) stay URIs."""
-    d = conf.data
-    d.rel_info = str(Path(d.rel_info).expanduser().resolve())
-    for src in (d.train, d.dev, d.test):
-        if src is not None:
-            src.path = str(Path(src.path).expanduser().resolve())
-    if d.train_facts:
-        d.train_facts = str(Path(d.train_facts).expanduser().resolve())
-    for section, key in (("train", "deepspeed_config"), ("train", "init_from"), ("distill", "teacher"),
-                         ("distill", "corpus"), ("distill", "facts"), ("distill", "student_deepspeed_config"),
-                         ("data", "train_rows")):
-        value = getattr(getattr(conf, section), key)
-        if value:
-            setattr(getattr(conf, section), key, resolve(value))  # these may be URIs (stage folders)
-    conf.output_dir = resolve(conf.output_dir)
-    return conf
+    cfg = OmegaConf.structured(conf)
+    for key, value in path_values(conf).items():
+        OmegaConf.update(cfg, key, resolve(value))
+    out: Config = OmegaConf.to_object(cfg)
+    out.output_dir = resolve(out.output_dir)
+    return out
 
 
 def to_dict(conf: Config) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(conf), resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(conf), resolve=True, enum_to_str=True)
 
 
 def from_dict(d: dict[str, Any]) -> Config:

@@ -15,25 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
-from .config import Config, flatten, to_dict
+from .config import PATH_KEYS, Config, flatten, to_dict
 from .storage import RemotePath, local_copy, location
 
 # Keys that name where things go or how fast they run, never what a run computes. The worker
 # count is not here: it changes the global batch.
 NOT_RESULT_KEYS = frozenset({
-    "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker",
-    "train.eval_batch_size", "model.bilinear_chunk", "distill.pool_size", "distill.inference_batch_size",
-    "distill.rows_per_shard", "tracking.enabled", "tracking.experiment",
+    "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker", "train.eval_batch_size",
+    "model.bilinear_chunk", "pipeline.rows_per_shard", "tracking.enabled", "tracking.experiment",
 })
-# Sections that describe how runs are organized, not what one computes: a sweep's teacher is
-# the same stage as a pipeline's teacher with the same values.
-NOT_RESULT_SECTIONS = ("sweep.",)
-# Keys whose value is a file or folder: fingerprinted by content.
-PATH_KEYS = frozenset({
-    "data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
-    "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "distill.corpus",
-    "distill.facts", "distill.student_deepspeed_config",
-})
+# Sections that change no result: how the soft labels are computed (speed only), and how runs are
+# organized (a sweep's teacher is the same stage as a pipeline's teacher with the same values).
+NOT_RESULT_SECTIONS = ("soft_labels.", "sweep.")
 _PACKAGE = Path(__file__).resolve().parent
 
 

@@ -38,9 +38,11 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from . import layout
 from .cluster import init_ray
 from .config import (
+    KD,
     PAPER_GAMMA_GRID,
     Config,
     SweepConfig,
+    SweepLevel,
     flatten,
     from_dict,
     read_resolved,
@@ -105,12 +107,12 @@ def search_space(conf: Config) -> dict[str, Any]:
 
 def reported_stage(conf: Config) -> str:
     """The stage whose epochs a trial reports to Tune (and ASHA judges)."""
-    return "teacher" if conf.sweep.level == "teacher" else "finetune"
+    return "teacher" if conf.sweep.level == SweepLevel.teacher else "finetune"
 
 
 def shared_stage(conf: Config) -> str:
     """The last stage a KD sweep's trials share (NA has no teacher: only the ingested rows)."""
-    return "ingest" if conf.distill.kd == "none" else "soft_labels"
+    return "ingest" if conf.distill.kd == KD.none else "soft_labels"
 
 
 def check_space(conf: Config) -> None:
@@ -121,7 +123,7 @@ def check_space(conf: Config) -> None:
     leaves = space_leaves(s.space)
     if s.num_samples < 1 or s.grace_period < 1 or s.reduction_factor < 2:
         raise ValueError("sweep: num_samples and grace_period must be >= 1, reduction_factor >= 2")
-    if s.level == "teacher" and conf.distill.kd == "none":
+    if s.level == SweepLevel.teacher and conf.distill.kd == KD.none:
         raise ValueError("sweep.level=teacher with distill.kd=none: NA has no teacher")
     def fingerprints(c: Config, until: str) -> list[str]:
         return [st.fingerprint for st in plan(c, until=until)]

@@ -70,7 +70,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
             logging.getLogger("kddocre").warning(
                 "precision bf16 on a CPU without native bf16 (no avx512_bf16 / AMX): it is emulated and "
                 "can be many times slower than fp32; train.precision=auto picks fp32 here")
-        return name
+        return str(name)  # a plain string (train.precision is a config Choice): it is saved with checkpoints
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if _cpu_has_bf16() else "fp32"

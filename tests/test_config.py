@@ -42,9 +42,26 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
         load_config(bad)
 
 
-def test_bad_choice_is_rejected():
-    with pytest.raises(ValueError, match="loss.name"):
-        load_config(CONFIGS / "tiny.yaml", ["loss.name=focal"])
+@pytest.mark.parametrize("override, choices", [
+    ("loss.name=focal", "afl, atl, bce"), ("distill.kd=l2", "mse, kl, none"),
+    ("pipeline.student_strategy=fsdp", "ddp, deepspeed"), ("train.precision=fp8", "fp32, bf16, fp16, auto"),
+])
+def test_bad_choice_is_rejected_naming_the_key_and_the_choices(override, choices):
+    with pytest.raises(ValueError) as e:
+        load_config(CONFIGS / "tiny.yaml", [override])
+    assert override.split("=")[0] in str(e.value) and f"expected one of [{choices}]" in str(e.value)
+
+
+def test_a_choice_reads_as_its_plain_string_everywhere_it_goes():
+    """MLflow parameters, fingerprints and YAML all see "kl", never "KD.kl"."""
+    from kddocre_ray.config import KD, flatten, to_yaml
+
+    conf = load_config(CONFIGS / "tiny.yaml", ["distill.kd=kl", "pipeline.student_strategy=deepspeed"])
+    assert conf.distill.kd is KD.kl and conf.distill.kd == "kl" and str(conf.distill.kd) == "kl"
+    flat = flatten(to_dict(conf))
+    assert flat["distill.kd"] == "kl" and type(flat["distill.kd"]) is str
+    assert flat["pipeline.student_strategy"] == "deepspeed"
+    assert "kd: kl" in to_yaml(conf) and "KD." not in to_yaml(conf)
 
 
 def test_round_trip_through_dict():

@@ -24,8 +24,8 @@ STAGES = ["teacher", "ingest", "soft_labels", "student", "finetune", "evaluate"]
 
 def pipeline_args(corpus: Path) -> list[str]:
     return [*TINY, "data.train.end=8", "data.dev.end=4", "data.test.end=4", "train.epochs=1",
-            "train.precision=fp32", f"distill.corpus={corpus}", "distill.pretrain_epochs=1",
-            "distill.inference_batch_size=4", "distill.rows_per_shard=4"]
+            "train.precision=fp32", f"pipeline.corpus={corpus}", "pipeline.pretrain_epochs=1",
+            "soft_labels.batch_size=4", "pipeline.rows_per_shard=4"]
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
@@ -105,7 +105,7 @@ def test_the_pipeline_is_tracked_in_mlflows_default_store(first):
     assert state["complete"] and state["uri"] == f"sqlite:///{db}"
     assert client.get_experiment(parent.info.experiment_id).name == "tiny"
     assert parent.info.status == "FINISHED" and parent.data.tags["kddocre.kind"] == "pipeline"
-    assert parent.data.params["distill.kd"] == "mse" and parent.data.params["distill.pretrain_epochs"] == "1"
+    assert parent.data.params["distill.kd"] == "mse" and parent.data.params["pipeline.pretrain_epochs"] == "1"
     assert parent.data.metrics["test_f1"] == pytest.approx(metrics["test"]["f1"])
     assert {"config.yaml", "pipeline.json", "metrics.json", "result.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -221,8 +221,8 @@ def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first, mlf
     DeepSpeed ZeRO-2 workers (4 rows each: one step per epoch). Tracked through an MLflow server
     (read back through its REST API): the reused stages show as skipped, naming their folders."""
     out, args, _ = first
-    zero2 = ["distill.weight=0.5", "distill.student_workers=2", "distill.student_strategy=deepspeed",
-             f"distill.student_deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
+    zero2 = ["distill.weight=0.5", "pipeline.student_workers=2", "pipeline.student_strategy=deepspeed",
+             f"pipeline.student_deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
         metrics = run([*args, *zero2], out, name="w")

@@ -19,7 +19,7 @@ def test_kd_plan_reads_soft_labels_and_fine_tunes_from_the_student():
     assert list(s) == ["teacher", "ingest", "soft_labels", "student", "finetune", "evaluate"]
     assert s["teacher"].conf.distill.teacher is None and s["teacher"].conf.data.train_rows is None
     assert s["student"].conf.data.train_rows == str(s["soft_labels"].folder)
-    assert s["student"].conf.train.epochs == 1 and s["student"].conf.data.test is None  # distill.pretrain_epochs
+    assert s["student"].conf.train.epochs == 1 and s["student"].conf.data.test is None  # pipeline.pretrain_epochs
     assert s["student"].conf.data.dev is None  # init_from: last
     assert s["finetune"].conf.train.init_from == str(s["student"].folder)
     assert s["finetune"].conf.train.epochs == 2  # unset finetune_epochs: train.epochs
@@ -48,13 +48,13 @@ def test_a_kd_setting_moves_only_the_student_stages():
 
 
 def test_best_student_is_chosen_on_dev():
-    s = stages("distill.init_from=best")
+    s = stages("pipeline.init_from=best")
     assert s["student"].conf.data.dev is not None
 
 
 def test_missing_inputs_are_named_before_any_work(tmp_path):
-    conf = load_config(TINY, [f"distill.corpus={tmp_path}/nope.json", f"output_dir={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match="distill.corpus=.*nope.json"):
+    conf = load_config(TINY, [f"pipeline.corpus={tmp_path}/nope.json", f"output_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="pipeline.corpus=.*nope.json"):
         check_inputs(conf)
 
 

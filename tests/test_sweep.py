@@ -129,7 +129,7 @@ def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tmp_path):
     corpus = tmp_path / "distant.json"
     corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
     conf = load_config(REPO / "configs" / "tiny.yaml", [
-        *pipeline_args(corpus), "distill.finetune_epochs=1", "sweep.level=kd", "sweep.scheduler=fifo",
+        *pipeline_args(corpus), "pipeline.finetune_epochs=1", "sweep.level=kd", "sweep.scheduler=fifo",
         "sweep.space.distill.weight=[0.5, 2.0]", "tracking.enabled=false", "name=kd_sweep",
         f"output_dir={tmp_path / 'out'}"])
     try:
@@ -178,10 +178,10 @@ def test_the_default_space_is_the_papers_gamma_grid_and_kd_keys_pass_at_kd_level
     check_space(conf)
     kd = load_config(REPO / "configs" / "tiny.yaml", [
         "sweep.level=kd", "sweep.space.distill.weight=[0.5, 2]",
-        "sweep.space.distill.finetune_head_lr={loguniform: [1e-5, 1e-3]}", "sweep.num_samples=2"])
+        "sweep.space.pipeline.finetune_head_lr={loguniform: [1e-5, 1e-3]}", "sweep.num_samples=2"])
     check_space(kd)
     space = search_space(kd)
-    assert set(space) == {"distill.weight", "distill.finetune_head_lr"}
+    assert set(space) == {"distill.weight", "pipeline.finetune_head_lr"}
 
 
 class _Result:

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import layout
 from ..checkpoint import point_to
 from ..cluster import init_ray, submitted_job
-from ..config import Config, actor_threads, flatten, to_dict, to_yaml
+from ..config import Config, actor_threads, flatten, path_values, to_dict, to_yaml
 from ..data.docred import load_schema
 from ..evaluation import format_metrics
 from ..storage import is_remote, location, read_json, upload, write_json
@@ -34,12 +34,7 @@ from .stages import Building, Stage, plan
 
 def check_inputs(conf: Config) -> None:
     """Fail before any work when a data file is missing or the output folder would vanish."""
-    d = conf.data
-    named = {"data.rel_info": d.rel_info, "data.train.path": d.train.path, "distill.corpus": conf.distill.corpus,
-             "data.dev.path": d.dev.path if d.dev else None, "data.test.path": d.test.path if d.test else None,
-             "data.train_facts": d.train_facts, "train.deepspeed_config": conf.train.deepspeed_config,
-             "distill.facts": conf.distill.facts}
-    missing = [f"{k}={v}" for k, v in named.items() if v and not Path(v).exists()]
+    missing = [f"{k}={v}" for k, v in path_values(conf).items() if not location(v).exists()]
     if missing:
         hint = (" (under `ray job submit` only the working directory is uploaded: name data by absolute or "
                 "shared-storage paths)" if submitted_job() else "")
@@ -120,10 +115,11 @@ def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tup
 
     building = Building(stage)
     with building as tmp:
-        stats = ingest_corpus(conf.distill.corpus, load_schema(conf.data.rel_info), conf.model.encoder, tmp,
-                              conf.data.skip_bad_docs, conf.distill.rows_per_shard, conf.distill.facts, log)
+        p = conf.pipeline
+        stats = ingest_corpus(p.corpus, load_schema(conf.data.rel_info), conf.model.encoder, tmp,
+                              conf.data.skip_bad_docs, p.rows_per_shard, p.facts, log)
         if stats["rows"] == 0:
-            raise ValueError(f"{conf.distill.corpus}: no document with two or more entities to learn from")
+            raise ValueError(f"{p.corpus}: no document with two or more entities to learn from")
         building.commit(stats, stats["seconds"])
     return stats, [], ["part-*.parquet"]
 
@@ -131,12 +127,11 @@ def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tup
 def _soft_labels(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
     from .soft_labels import write_soft_labels
 
-    d = conf.distill
+    s = conf.soft_labels
     building = Building(stage)
     with building as tmp:
-        stats = write_soft_labels(done["ingest"].folder, done["teacher"].folder, tmp, d.pool_size,
-                                  conf.scale.use_gpu, actor_threads(conf.scale, d.pool_size),
-                                  d.inference_batch_size, log)
+        stats = write_soft_labels(done["ingest"].folder, done["teacher"].folder, tmp, s.pool_size,
+                                  conf.scale.use_gpu, actor_threads(conf.scale, s.pool_size), s.batch_size, log)
         building.commit(stats, stats["seconds"])
     return stats, [], ["*.parquet"]
 
@@ -148,7 +143,7 @@ def _evaluate(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> t
     metrics = read_json(finetune / layout.METRICS)
     histories = {name: read_json(done[name].folder / layout.METRICS)["history"]
                  for name in ("teacher", "student", "finetune") if name in done}
-    out = {"name": conf.name, "kd": conf.distill.kd, "stages": {s: str(done[s].folder) for s in done},
+    out = {"name": conf.name, "kd": str(conf.distill.kd), "stages": {s: str(done[s].folder) for s in done},
            "histories": histories, **{k: metrics[k] for k in ("dev", "test", "precision", "scoring") if k in metrics}}
     files = [layout.METRICS, layout.RESULT, f"{layout.PLOTS}/training.png"]
     with tempfile.TemporaryDirectory() as plot_dir:  # drawn here, then copied to the (maybe remote) folder

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..config import Config, DistillConfig
+from ..config import KD, Config, DistillConfig, InitFrom, PipelineConfig
 from ..fingerprint import code_version, digest, path_digest, result_values
 from ..storage import Location, RemotePath, location, read_json, rmtree, write_json
 
@@ -98,26 +98,29 @@ def stage_configs(conf: Config) -> dict[str, Config]:
     """The `kddocre train` config of each training stage, derived from the pipeline's config.
     Each carries only what its stage depends on: the teacher has no distillation settings (a
     changed KD weight must not retrain it), the student streams the corpus rows (with soft
-    labels unless kd = none), fine-tuning starts from the student's weights. The folders they
-    read (`data.train_rows`, `train.init_from`) are set by `plan` once known."""
-    d = conf.distill
+    labels unless kd = none), fine-tuning starts from the student's weights; the schedule itself
+    (`pipeline:`) is no stage's setting, but the student keeps the window its rows stream in.
+    The folders they read (`data.train_rows`, `train.init_from`) are set by `plan` once known."""
+    p = conf.pipeline
     teacher = copy.deepcopy(conf)
-    teacher.distill = DistillConfig()
+    teacher.distill, teacher.pipeline = DistillConfig(), PipelineConfig()
 
     student = copy.deepcopy(conf)
-    student.distill = DistillConfig(kd=d.kd, weight=d.weight, temperature=d.temperature)
+    student.distill = DistillConfig(kd=conf.distill.kd, weight=conf.distill.weight,
+                                    temperature=conf.distill.temperature)
+    student.pipeline = PipelineConfig(window=p.window)
     # init_from "last": no dev split, so the checkpoint kept is the last epoch's; "best": by dev F1
-    student.data.dev = conf.data.dev if d.init_from == "best" else None
+    student.data.dev = conf.data.dev if p.init_from == InitFrom.best else None
     student.data.test = None
-    _budget(student, d.pretrain_epochs, d.pretrain_encoder_lr, d.pretrain_head_lr)
+    _budget(student, p.pretrain_epochs, p.pretrain_encoder_lr, p.pretrain_head_lr)
 
     finetune = copy.deepcopy(conf)
-    finetune.distill = DistillConfig()
-    _budget(finetune, d.finetune_epochs, d.finetune_encoder_lr, d.finetune_head_lr)
+    finetune.distill, finetune.pipeline = DistillConfig(), PipelineConfig()
+    _budget(finetune, p.finetune_epochs, p.finetune_encoder_lr, p.finetune_head_lr)
     for c in (student, finetune):
-        c.scale.num_workers = d.student_workers or c.scale.num_workers
-        c.train.strategy = d.student_strategy or c.train.strategy
-        c.train.deepspeed_config = d.student_deepspeed_config or c.train.deepspeed_config
+        c.scale.num_workers = p.student_workers or c.scale.num_workers
+        c.train.strategy = p.student_strategy or c.train.strategy
+        c.train.deepspeed_config = p.student_deepspeed_config or c.train.deepspeed_config
     for c in (teacher, student, finetune):
         c.output_dir = str(location(conf.output_dir) / layout.STAGES)
     return {"teacher": teacher, "student": student, "finetune": finetune}
@@ -140,28 +143,28 @@ def plan(conf: Config, until: str | None = None) -> list[Stage]:
     the stages up to and including that one (a sweep's teacher trials, or the stages a KD sweep's
     trials share). NA (kd = none) needs no teacher: its student reads the ingested rows and
     stages 1-2 are left out."""
-    d = conf.distill
+    d, p = conf.distill, conf.pipeline
     if until is not None and until not in STAGES:
         raise ValueError(f"no pipeline stage {until!r}; the stages are {STAGES}")
-    if d.kd == "none" and until in ("teacher", "soft_labels"):
+    if d.kd == KD.none and until in ("teacher", "soft_labels"):
         raise ValueError(f"distill.kd=none (NA) has no {until} stage")
     stages_dir = location(conf.output_dir) / layout.STAGES
     configs = stage_configs(conf)
     out: list[Stage] = []
-    if d.kd != "none":
+    if d.kd != KD.none:
         out.append(_train_stage("teacher", configs["teacher"], {}, stages_dir))
         if until == "teacher":
             return out
-    if not d.corpus:
-        raise ValueError("distill.corpus is not set: the pipeline needs a distantly labelled corpus "
+    if not p.corpus:
+        raise ValueError("pipeline.corpus is not set: the pipeline needs a distantly labelled corpus "
                          "(DocRED JSON, e.g. from `kddocre distant`)")
-    ingest_values = {"corpus": path_digest(d.corpus), "encoder": encoder_identity(conf.model.encoder),
+    ingest_values = {"corpus": path_digest(p.corpus), "encoder": encoder_identity(conf.model.encoder),
                      "rel_info": path_digest(conf.data.rel_info), "skip_bad_docs": conf.data.skip_bad_docs,
-                     "facts": path_digest(d.facts) if d.facts else None}
+                     "facts": path_digest(p.facts) if p.facts else None}
     fp = digest({"values": ingest_values, "code": code_version()})
     rows = Stage("ingest", fp, stages_dir / f"ingest-{fp}", values=ingest_values)
     out.append(rows)
-    if d.kd != "none":
+    if d.kd != KD.none:
         inputs = {"teacher": out[0].fingerprint, "ingest": rows.fingerprint}
         fp = digest({"inputs": inputs, "code": code_version()})
         rows = Stage("soft_labels", fp, stages_dir / f"soft_labels-{fp}", inputs=inputs)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import load_weights, read_schema, save_model
-from ..config import Config, from_dict, worker_cpus
+from ..config import KD, Config, from_dict, worker_cpus
 from ..data.docred import RelSchema, load_schema
 from ..data.features import Feature, doc_features
 from ..evaluation import Reference
@@ -142,9 +142,9 @@ def batch_source(conf: Config, train_docs: list[dict], train_feats: list[Feature
     holds its split in memory, with the logits of `distill.teacher` when one is named."""
     tc = conf.train
     if conf.data.train_rows:
-        objective = Objective(conf.loss, conf.distill if conf.distill.kd != "none" else None)
+        objective = Objective(conf.loss, conf.distill if conf.distill.kd != KD.none else None)
         source = StreamedBatches(ray.train.get_dataset_shard("train"), parquet_rows(conf.data.train_rows),
-                                 schema.num_classes, tc.batch_size, tc.seed, conf.distill.window, world,
+                                 schema.num_classes, tc.batch_size, tc.seed, conf.pipeline.window, world,
                                  with_teacher=objective.needs_teacher)
         return objective, source, f"{source.rows} streamed rows per worker from {conf.data.train_rows}"
     objective = Objective(conf.loss, conf.distill if conf.distill.teacher else None)
@@ -162,7 +162,7 @@ def parquet_rows(folder: str) -> int:
 def teacher_logits(conf: Config, docs: list[dict], schema: RelSchema, device: torch.device, log) -> list[torch.Tensor]:
     """The teacher's logits on the train split, computed in memory once per worker (small
     corpora; the pipeline streams them from the soft-label stage instead)."""
-    if conf.distill.kd == "none":
+    if conf.distill.kd == KD.none:
         raise ValueError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher")
     if read_schema(conf.distill.teacher) != schema:
         raise ValueError(f"{conf.distill.teacher}: the teacher's relation schema differs from {conf.data.rel_info}")
