@@ -41,7 +41,8 @@ from pathlib import Path
 
 import requests
 
-from kddocre_ray.tracking import serve
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mlflow_server import serve  # noqa: E402 - the tests' launcher
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

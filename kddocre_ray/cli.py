@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from . import layout
 from .data.docred import DocError, load_schema
 from .storage import write_json
 
@@ -21,26 +20,7 @@ def _train(args) -> None:
     conf = load_config(args.config, args.overrides)
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
-    if not conf.tracking.enabled:
-        run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
-        return
-    from .config import to_dict
-    from .fingerprint import digest
-    from .tracking import MlflowReporter
-    from .train.run import prepare_run_dir
-
-    # One MLflow run, opened once the run folder is settled (--overwrite clears it first); a
-    # resumed run continues the MLflow run recorded in the folder's tracking.json.
-    run_dir = prepare_run_dir(conf, args.overwrite)
-    reporter = MlflowReporter(conf, run_dir)
-    reporter.started("train", digest(json.loads((run_dir / layout.FINGERPRINT).read_text())), to_dict(conf))
-    try:
-        metrics = run_train(conf, max_failures=args.max_failures, callbacks=reporter.callbacks("train"))
-    except BaseException:
-        reporter.ended(None)
-        raise
-    reporter.finished("train", run_dir, {"train_time_s": metrics["train_time_s"]}, metrics["history"],
-                      [layout.METRICS, layout.RESULT])
+    run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
 
 
 def _track(args) -> None:

@@ -243,20 +243,22 @@ class TrialRuns(tune.Callback):
         return read_json(self.path) if self.path.exists() else {}
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        from .tracking import flat_params, git_commit
+        from .tracking import continued_run, flat_params, git_commit
 
         t, runs = self._tracker(), self._runs()
-        if trial.trial_id in runs and t.resume(runs[trial.trial_id]):
-            return
-        base = from_dict(self.base)
-        conf = trial_config(base, trial.config, str(trial))
-        run_id = t.create_run(f"{base.name}/{trial}", tags={
-            "kddocre.sweep": base.name, "kddocre.sweep_level": base.sweep.level, "kddocre.trial": str(trial),
-            "kddocre.run_dir": str(location(conf.output_dir) / conf.name), "mlflow.source.git.commit": git_commit()})
-        params = {k: v for k, v in flat_params(to_dict(conf)).items() if not k.startswith("sweep.")}
-        t.log(run_id, params=params)
-        if run_id:
-            write_json({**runs, trial.trial_id: run_id}, self.path, indent=2)
+
+        def create() -> str | None:
+            base = from_dict(self.base)
+            conf = trial_config(base, trial.config, str(trial))
+            run_id = t.create_run(f"{base.name}/{trial}", tags={
+                "kddocre.sweep": base.name, "kddocre.sweep_level": str(base.sweep.level), "kddocre.trial": str(trial),
+                "kddocre.run_dir": str(location(conf.output_dir) / conf.name), "mlflow.source.git.commit": git_commit()})
+            t.log(run_id, params={k: v for k, v in flat_params(to_dict(conf)).items() if not k.startswith("sweep.")})
+            return run_id
+
+        run_id, continued = continued_run(t, runs, trial.trial_id, create)
+        if run_id and not continued:
+            write_json(runs, self.path, indent=2)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         from ray.tune.result import AUTO_RESULT_KEYS

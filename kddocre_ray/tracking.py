@@ -62,35 +62,6 @@ def final_scores(metrics: dict) -> dict[str, float]:
             for k, v in numeric(metrics[split], prefix[split]).items()}
 
 
-def serve(backend_uri: str, artifacts: Path, port: int = 0, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """`mlflow server --workers 1` on 127.0.0.1 (a free port unless `port`), in its own process
-    group (stop it with os.killpg); returns the process and its URI once /health answers."""
-    import socket
-    import sys
-
-    import requests
-
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri, deadline = f"http://127.0.0.1:{port}", time.time() + timeout
-    while True:
-        try:
-            requests.get(f"{uri}/health", timeout=2).raise_for_status()
-            return proc, uri
-        except requests.RequestException:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"mlflow server on {uri} did not start") from None
-            time.sleep(0.5)
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -219,6 +190,19 @@ class Tracker:
             self.call(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED", end_ms)
 
 
+def continued_run(tracker: Tracker, runs: dict[str, str], key: str,
+                  create: Callable[[], str | None]) -> tuple[str | None, bool]:
+    """The run recorded under `key` in `runs` (a folder's record of its MLflow runs), continued if
+    the store still holds it; else a new one from `create()`, recorded in `runs` (the caller saves
+    the record). Returns the run id (None while tracking is down) and whether it was continued."""
+    if key in runs and tracker.resume(runs[key]):
+        return runs[key], True
+    run_id = create()
+    if run_id:
+        runs[key] = run_id
+    return run_id, False
+
+
 def epoch_metrics(report: dict) -> dict[str, float]:
     """An epoch's report as metrics at step = epoch ("score" is Ray's ranking key, not ours)."""
     return {k: v for k, v in numeric(report).items() if k not in ("score", "epoch")}
@@ -321,18 +305,19 @@ class MlflowReporter:
     def _open(self, stage: str, fingerprint: str, params: dict, **tags) -> str | None:
         """The stage's run: continued when this folder already tracked it at this fingerprint."""
         self._open_parent()
-        key = f"{stage}:{fingerprint}"
-        if key in self.runs and self.tracker.resume(self.runs[key]):
-            run_id = self.runs[key]
-            self.tracker.log(run_id, tags={f"kddocre.{k}": v for k, v in tags.items()})
-        else:
+
+        def create() -> str | None:
             name = f"{self.conf.name}/{stage}" if self.nested else self.conf.name
             run_id = self.tracker.create_run(name, self._tags(stage=stage, fingerprint=fingerprint, **tags), self.parent,
                                              self.when[0])
             self.tracker.log(run_id, params=flat_params(params))
-            if run_id:
-                self.runs[key] = run_id
-                self._save()
+            return run_id
+
+        run_id, continued = continued_run(self.tracker, self.runs, f"{stage}:{fingerprint}", create)
+        if continued:
+            self.tracker.log(run_id, tags={f"kddocre.{k}": v for k, v in tags.items()})
+        elif run_id:
+            self._save()
         if run_id:
             self.current[stage] = run_id
         return run_id

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_server import MlflowServer, free_port  # noqa: F401 - the tests import them from here
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "kddocre_ray" / "sample"
 SHARED = REPO.parent / "shared" / "data"
@@ -58,46 +60,6 @@ def make_doc(title: str = "doc", labels: list | None = None) -> dict:
         ],
         "labels": labels if labels is not None else [{"h": 1, "t": 2, "r": "P17", "evidence": [0]}],
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """`mlflow server --workers 1` on a free port of 127.0.0.1, over its own SQLite store; its
-    REST API is how tests read back what was logged."""
-
-    def __init__(self, folder: Path):
-        from kddocre_ray.tracking import serve
-
-        self.proc, self.uri = serve(f"sqlite:///{folder / 'server.db'}", folder / "art")
-
-    def get(self, path: str, **params) -> dict:
-        import requests
-
-        r = requests.get(f"{self.uri}/api/2.0/mlflow/{path}", params=params, timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def runs(self, experiment: str) -> list[dict]:
-        import requests
-
-        exp = self.get("experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
-        r = requests.post(f"{self.uri}/api/2.0/mlflow/runs/search", json={"experiment_ids": [exp], "max_results": 1000},
-                          timeout=30)
-        r.raise_for_status()
-        return r.json().get("runs", [])
-
-    def stop(self) -> None:
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -23,13 +23,14 @@ import ray
 import torch
 
 from .. import layout
-from ..config import Config, to_yaml, worker_cpus
+from ..config import Config, to_dict, to_yaml, worker_cpus
 from ..data.docred import load_schema
 from ..evaluation import Reference, format_metrics
-from ..fingerprint import changed_keys, result_values
+from ..fingerprint import changed_keys, digest, result_values
 from ..inference import Predictor
 from ..storage import Location, RemotePath, location, read_json, rmtree, upload, write_json
 from ..task import load_split
+from ..tracking import MlflowReporter
 from .strategy import DS_DIR, OPTIM_STATE
 from .trainer import fit
 from .worker import TRAIN_STATE
@@ -56,9 +57,30 @@ def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
     return run_dir
 
 
-def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print, callbacks: list = ()) -> dict:
-    """`callbacks`: Ray Train `UserCallback`s, e.g. per-epoch tracking (tracking.EpochMetrics)."""
+def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print,
+              callbacks: list | None = None) -> dict:
+    """Train, keep the best model, score it and write the run folder; returns its metrics.
+
+    The run is one MLflow run (tracking.py) unless `tracking.enabled` is false, opened once the
+    folder is settled (`overwrite` clears it first); a resumed run continues the MLflow run its
+    folder's tracking.json names. A caller that tracks the run itself (a pipeline stage) passes
+    the Ray Train `callbacks` it wants instead (e.g. its per-epoch tracking.EpochMetrics)."""
     run_dir = prepare_run_dir(conf, overwrite)
+    if callbacks is not None or not conf.tracking.enabled:
+        return _train_and_score(conf, run_dir, max_failures, log, list(callbacks or []))
+    reporter = MlflowReporter(conf, run_dir, log=log)
+    reporter.started("train", digest(read_json(run_dir / layout.FINGERPRINT)), to_dict(conf))
+    try:
+        metrics = _train_and_score(conf, run_dir, max_failures, log, reporter.callbacks("train"))
+    except BaseException:
+        reporter.ended(None)
+        raise
+    reporter.finished("train", run_dir, {"train_time_s": metrics["train_time_s"]}, metrics["history"],
+                      [layout.METRICS, layout.RESULT])
+    return metrics
+
+
+def _train_and_score(conf: Config, run_dir: Location, max_failures: int, log, callbacks: list) -> dict:
     start = time.time()
     best, latest = fit(conf, run_dir, max_failures, callbacks)
     train_time = time.time() - start
