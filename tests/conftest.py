@@ -1,8 +1,11 @@
-"""Shared fixtures: the shipped sample, the shared benchmark data (when present), tiny encoder,
-and a temporary MLflow store for the whole session (nothing writes ./mlflow.db)."""
+"""Shared fixtures: the shipped sample, the shared benchmark data (when present), tiny encoder, a
+temporary MLflow store for the whole session (nothing writes ./mlflow.db), and one tiny pipeline
+run that every test reading a pipeline, a teacher or its soft labels shares."""
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,19 @@ from mlflow_server import MlflowServer, free_port  # noqa: F401 - the tests impo
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "kddocre_ray" / "sample"
 SHARED = REPO.parent / "shared" / "data"
+
+# Ray Train's controller polls its workers every 2 s and starts a preemption watcher actor (a
+# process) for spot instances: on a 2-core machine that is a few seconds of every training run.
+# Every Ray cluster the tests start, locally or in a subprocess, inherits these.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+# The tiny random encoder on small slices of the shipped sample: what most Ray tests train.
+TINY = [
+    "model.encoder=tiny-random", "model.max_length=128", "model.chunk_overlap=32",
+    "data.train.end=16", "data.dev.end=6", "data.test.end=6", "train.head_lr=1e-3", "train.encoder_lr=1e-3",
+]
+STAGES = ["teacher", "ingest", "soft_labels", "student", "finetune", "evaluate"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,6 +62,76 @@ def sample_docs(schema):
     from kddocre_ray.data.docred import read_docs
 
     return read_docs(SAMPLE / "train.json", schema)[0]
+
+
+def pipeline_args(corpus: Path) -> list[str]:
+    """The tiny pipeline: 8 training documents, a 2-epoch teacher, a 1-epoch student and fine-tuning."""
+    return [*TINY, "data.train.end=8", "data.dev.end=4", "data.test.end=4", "train.epochs=2",
+            "pipeline.finetune_epochs=1", "train.precision=fp32", f"pipeline.corpus={corpus}",
+            "pipeline.pretrain_epochs=1", "soft_labels.batch_size=4", "pipeline.rows_per_shard=4"]
+
+
+def tiny_corpus(folder: Path) -> Path:
+    """The first 8 documents of the shipped distant sample (the same bytes wherever written, so
+    the same ingest fingerprint)."""
+    corpus = folder / "distant.json"
+    corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
+    return corpus
+
+
+def run_pipeline_at(args: list[str], out, name: str = "p", default_store_in: Path | None = None) -> dict:
+    """Run the tiny pipeline into `out`; with `default_store_in`, from that folder and without
+    MLFLOW_TRACKING_URI, so that MLflow's default store (./mlflow.db) is the one used."""
+    import ray
+
+    from kddocre_ray.config import load_config
+    from kddocre_ray.pipeline.run import run_pipeline
+
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*args, f"output_dir={out}", f"name={name}"])
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            if default_store_in:
+                mp.delenv("MLFLOW_TRACKING_URI")
+                mp.chdir(default_store_in)
+            return run_pipeline(conf)
+    finally:
+        ray.shutdown()
+
+
+def pipeline_stages(run_dir: Path) -> dict[str, Path]:
+    """A pipeline run's stage folders, as its pipeline.json names them (other runs may have added
+    stages of their own beside them)."""
+    stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    return {name: Path(entry["folder"]) for name, entry in stages.items()}
+
+
+@dataclass
+class Pipeline:
+    out: Path  # output_dir: stages/ and the run folder p/
+    args: list[str]  # the config overrides it ran with
+    metrics: dict  # its metrics.json
+    corpus: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "p"
+
+    def stage(self, name: str) -> Path:
+        return pipeline_stages(self.run_dir)[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Pipeline:
+    """One run of every stage on 8 distant documents,
+    tracked in MLflow's default store: no MLFLOW_TRACKING_URI, so sqlite:///mlflow.db in the
+    folder it ran from (`out.parent`). Tests that only read it share it; tests that change a
+    setting run beside it in the same output folder and so reuse the stages that setting leaves
+    alone (its teacher, rows and soft labels, its student)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    corpus = tiny_corpus(base)
+    args = pipeline_args(corpus)
+    metrics = run_pipeline_at(args, base / "out", default_store_in=base)
+    return Pipeline(base / "out", args, metrics, corpus)
 
 
 def make_doc(title: str = "doc", labels: list | None = None) -> dict:

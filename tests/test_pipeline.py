@@ -1,7 +1,8 @@
-"""The distillation pipeline end to end on a local Ray cluster with the tiny random encoder:
-every stage runs and commits; a rerun skips them all; a changed KD weight reruns only the student
-stages (here under DeepSpeed ZeRO-2 on two workers); a job killed after the soft labels resumes
-at the student; `ray job submit` against a head started by the test runs the pipeline (as NA)."""
+"""The distillation pipeline end to end on a local Ray cluster with the tiny random encoder (the
+session's `tiny_pipeline`): every stage runs and commits; a rerun skips them all; a changed KD
+weight reruns only the student stages (here under DeepSpeed ZeRO-2 on two workers); a job killed
+after the soft labels resumes at the student; `ray job submit` against a head started by the
+test runs the pipeline (as NA)."""
 import json
 import os
 import shutil
@@ -15,17 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SAMPLE, free_port, kill_when
+from conftest import REPO, SAMPLE, STAGES, free_port, kill_when, pipeline_stages
+from conftest import run_pipeline_at as run
 from kddocre_ray.config import load_config
-from test_train_ray import TINY
-
-STAGES = ["teacher", "ingest", "soft_labels", "student", "finetune", "evaluate"]
-
-
-def pipeline_args(corpus: Path) -> list[str]:
-    return [*TINY, "data.train.end=8", "data.dev.end=4", "data.test.end=4", "train.epochs=1",
-            "train.precision=fp32", f"pipeline.corpus={corpus}", "pipeline.pretrain_epochs=1",
-            "soft_labels.batch_size=4", "pipeline.rows_per_shard=4"]
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
@@ -33,34 +26,9 @@ def statuses(run_dir: Path) -> dict[str, str]:
     return {name: stages[name]["status"] for name in stages}
 
 
-def run(args: list[str], out: Path, name: str = "p", default_store_in: Path | None = None) -> dict:
-    """Run the tiny pipeline; with `default_store_in`, from that folder and without
-    MLFLOW_TRACKING_URI, so MLflow's default store (./mlflow.db) is the one used."""
-    import ray
-
-    from kddocre_ray.pipeline.run import run_pipeline
-
-    conf = load_config(REPO / "configs" / "tiny.yaml", [*args, f"output_dir={out}", f"name={name}"])
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            if default_store_in:
-                mp.delenv("MLFLOW_TRACKING_URI")
-                mp.chdir(default_store_in)
-            return run_pipeline(conf)
-    finally:
-        ray.shutdown()
-
-
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    """One pipeline run on 8 distant documents (20 of them labelled by name matching), tracked in
-    MLflow's default store: no MLFLOW_TRACKING_URI, so sqlite:///mlflow.db in the working directory."""
-    base = tmp_path_factory.mktemp("pipeline")
-    corpus = base / "distant.json"
-    corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
-    args = pipeline_args(corpus)
-    metrics = run(args, base / "out", default_store_in=base)
-    return base / "out", args, metrics
+def first(tiny_pipeline):
+    return tiny_pipeline.out, tiny_pipeline.args, tiny_pipeline.metrics
 
 
 def stage_runs(client, run_dir: Path) -> tuple:
@@ -72,8 +40,9 @@ def stage_runs(client, run_dir: Path) -> tuple:
     return state, parent, {r.data.tags["kddocre.stage"]: r for r in children}
 
 
-def stage_dirs(out: Path) -> dict[str, Path]:
-    return {p.name.rsplit("-", 1)[0]: p for p in (out / "stages").iterdir() if not p.name.startswith(".")}
+def stage_dirs(out: Path, name: str = "p") -> dict[str, Path]:
+    """The stage folders of run `name`, but its evaluate stage (the run folder itself)."""
+    return {k: v for k, v in pipeline_stages(out / name).items() if k != "evaluate"}
 
 
 def test_every_stage_runs_and_commits_its_manifest(first):
@@ -110,17 +79,17 @@ def test_the_pipeline_is_tracked_in_mlflows_default_store(first):
     assert {"config.yaml", "pipeline.json", "metrics.json", "result.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     assert sorted(runs) == sorted(STAGES) and all(r.info.status == "FINISHED" for r in runs.values())
-    for name in ("teacher", "student", "finetune"):
+    for name, epochs in (("teacher", [1, 2]), ("student", [1]), ("finetune", [1])):
         run = runs[name]
         assert run.data.params["run.precision"] == "fp32" and run.data.params["run.workers"] == "1"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == epochs
         assert run.data.tags["kddocre.checkpoint"].endswith("checkpoint")
         assert run.data.tags["mlflow.source.git.commit"]
     for name in ("teacher", "finetune"):  # epochs were logged as they ended, by the controller, before scoring
         rid = runs[name].info.run_id
-        [epoch] = client.get_metric_history(rid, "train_loss")
+        epochs = client.get_metric_history(rid, "train_loss")
         [final] = client.get_metric_history(rid, "test_f1")
-        assert epoch.timestamp < final.timestamp
+        assert max(e.timestamp for e in epochs) < final.timestamp
     assert runs["teacher"].data.params["distill.kd"] == "mse" and runs["teacher"].data.params["distill.weight"] == "1.0"
     assert "train_kd_loss" in runs["student"].data.metrics and "train_kd_loss" not in runs["teacher"].data.metrics
     assert runs["student"].data.params["train.epochs"] == "1"
@@ -188,7 +157,8 @@ def test_fine_tuning_starts_from_the_students_weights(first, tmp_path):
     out, args, _ = first
     student = stage_dirs(out)["student"]
     conf = load_config(REPO / "configs" / "tiny.yaml", [
-        *args, f"train.init_from={student}", "train.encoder_lr=0", "train.head_lr=0", f"output_dir={tmp_path}", "name=f"])
+        *args, f"train.init_from={student}", "train.epochs=1", "train.encoder_lr=0", "train.head_lr=0",
+        f"output_dir={tmp_path}", "name=f"])
     try:
         metrics = run_train(conf)
     finally:
@@ -244,8 +214,8 @@ def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first, mlf
     [student] = metrics["histories"]["student"]
     assert student["step"] == 1
     assert student["train_loss"] == pytest.approx(student["train_re_loss"] + 0.5 * student["train_kd_loss"], rel=1e-5)
-    workers = {json.loads((r / "metrics.json").read_text())["workers"] for r in (out / "stages").glob("student-*")}
-    assert workers == {1, 2}  # the first run's student and this one's
+    workers = [json.loads((stage_dirs(out, name)["student"] / "metrics.json").read_text())["workers"] for name in "pw"]
+    assert workers == [1, 2]  # the first run's student and this one's
 
 
 def _copy_stages(src: Path, dst: Path, names: list[str]) -> None:

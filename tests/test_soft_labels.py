@@ -10,12 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, TINY
 from kddocre_ray.config import load_config
 from kddocre_ray.data.docred import load_schema
 from kddocre_ray.data.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
 from kddocre_ray.pipeline.soft_labels import TeacherLogits
-from test_train_ray import TINY
 
 
 class NotingTeacher(TeacherLogits):

@@ -1,6 +1,6 @@
 """Run folders in an object store (storage.py) against a local S3 server (moto): paths stay
 URIs, files round-trip, committed folders are copied to the node once per version, a data stage
-in S3 is complete only once its manifest is written, and the whole tiny pipeline runs with
+in S3 is complete only once its manifest is written, and the tiny pipeline runs with
 output_dir=s3://... (Ray Data, Ray Train and the teacher actors reading and writing the bucket),
 then a rerun skips every stage."""
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO
 from kddocre_ray.storage import RemotePath, local_copy, location, resolve
 
 BUCKET = "kddocre-test"
@@ -106,31 +106,37 @@ def test_a_data_stage_in_s3_counts_only_once_its_manifest_is_written(s3):
     assert keys("stages/") == ["stages/ingest-f00/manifest.json", "stages/ingest-f00/part-00001.parquet"]
 
 
-def test_the_pipeline_runs_with_its_folders_in_s3(s3, tmp_path, monkeypatch):
+def test_the_pipeline_runs_with_its_folders_in_s3(s3, tmp_path, monkeypatch, tiny_pipeline):
     """Every stage reads and writes the bucket: nothing lands on the local disk but the node's
-    cache, and a rerun finds every stage complete there."""
-    from test_pipeline import STAGES, pipeline_args, run
+    cache, and a rerun finds every stage complete there. The session pipeline's teacher, uploaded
+    to the bucket, is found complete there (a training stage in S3 is the student's and the
+    fine-tuning's case too): the soft labels read its checkpoint from the bucket."""
+    from conftest import STAGES, pipeline_args, run_pipeline_at, tiny_corpus
+    from kddocre_ray.storage import upload
 
     monkeypatch.setenv("KDDOCRE_CACHE", str(tmp_path / "cache"))
-    corpus = tmp_path / "distant.json"
-    corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
+    corpus = tiny_corpus(tmp_path)
     out = f"{s3}/runs"
-    metrics = run([*pipeline_args(corpus), "tracking.enabled=false"], out)
+    teacher = tiny_pipeline.stage("teacher")
+    upload(teacher, location(f"{out}/stages/{teacher.name}"))
+    metrics = run_pipeline_at([*pipeline_args(corpus), "tracking.enabled=false"], out)
     assert metrics["test"]["docs"] == 4 and 0 <= metrics["test"]["f1"] <= 100
+    pipeline = json.loads(location(f"{out}/p/pipeline.json").read_text())
+    assert {s: e["status"] for s, e in pipeline["stages"].items()} == {s: "skipped" if s == "teacher" else "ran"
+                                                                       for s in STAGES}
+    assert pipeline["stages"]["teacher"]["folder"] == f"{out}/stages/{teacher.name}"
     listed = keys("runs/")
     manifests = [k for k in listed if k.endswith("/manifest.json")]
     assert {k.split("/")[2].rsplit("-", 1)[0] for k in manifests if k.startswith("runs/stages/")} == set(STAGES) - {"evaluate"}
     assert "runs/p/manifest.json" in manifests and "runs/p/plots/training.png" in listed
-    for stage in ("teacher", "student", "finetune"):  # Ray Train's checkpoints went to the bucket too
+    for stage in ("student", "finetune"):  # Ray Train's checkpoints went to the bucket too
         assert any(k.startswith(f"runs/stages/{stage}-") and "/ray/" in k for k in listed), stage
         assert any(k.startswith(f"runs/stages/{stage}-") and k.endswith("/checkpoint/model.pt") for k in listed), stage
     assert any(k.startswith("runs/stages/soft_labels-") and k.endswith(".parquet") for k in listed)
     assert not [k for k in listed if "/." in k and "/ray/" not in k]  # no temporary files (Ray Train keeps its own)
     assert not (Path.cwd() / "s3:").exists()  # the URI was never taken for a local path
-    pipeline = json.loads(location(f"{out}/p/pipeline.json").read_text())
-    assert {e["status"] for e in pipeline["stages"].values()} == {"ran"}
 
-    again = run([*pipeline_args(corpus), "tracking.enabled=false"], out)
+    again = run_pipeline_at([*pipeline_args(corpus), "tracking.enabled=false"], out)
     pipeline = json.loads(location(f"{out}/p/pipeline.json").read_text())
     assert {s: e["status"] for s, e in pipeline["stages"].items()} == {s: "skipped" for s in STAGES}
     assert again["test"] == metrics["test"]

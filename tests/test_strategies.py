@@ -1,20 +1,18 @@
-"""DDP and DeepSpeed (ZeRO-2, ZeRO-3) behind one switch, on two CPU workers over gloo: both
-train with falling loss, and the checkpoint each writes reloads into a model that reproduces
-the in-memory model's logits."""
+"""DDP and DeepSpeed (ZeRO-2, ZeRO-3) behind one switch, on two CPU workers over gloo: each
+trains with falling loss, and the checkpoint it writes reloads into a model that reproduces the
+in-memory model's logits. ZeRO-3 here; DDP and ZeRO-2 in test_train_ray's kill-and-resume
+test, which checks the same of two killed and resumed workers."""
 import json
 import os
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, TINY
 from kddocre_ray.config import TrainConfig, load_config
 from kddocre_ray.train.strategy import deepspeed_config, make_optimizer
-from test_train_ray import TINY
 
 STRATEGIES = {
-    "ddp": ["train.strategy=ddp"],
-    "zero2": ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"],
     "zero3": ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero3.json"],
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SAMPLE
-from kddocre_ray.config import load_config
+from kddocre_ray.config import load_config, read_resolved
 
 # Train and dev are the same 8 documents: a high learning rate overfits them (dev F1 rises to
 # about 8-27 in 4 epochs), a learning rate of 0 leaves the random model (dev F1 below 1).
@@ -117,38 +117,41 @@ def test_a_sweep_folder_refuses_another_sweep(sweep):
         run_sweep(conf)
 
 
-def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tmp_path):
-    """The driver builds teacher, ingest and soft labels once; each trial skips them (its
-    pipeline.json says so) and trains its own student and fine-tuning, which differ by the KD
-    weight swept, and reports the fine-tuning's epochs."""
+def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tiny_pipeline):
+    """The trials share the teacher, rows and soft labels, complete before any trial (here the
+    session pipeline's: the sweep runs beside it) and skipped by each; a trial trains its own
+    student and fine-tuning, which differ by the KD weight swept, and reports the fine-tuning's
+    epochs. The trial at the pipeline's own weight (1.0) finds those complete too, skips them and
+    replays the fine-tuning's epochs to Tune: the same values are never trained twice."""
     import ray
 
+    from conftest import pipeline_stages
     from kddocre_ray.sweep import run_sweep
-    from test_pipeline import pipeline_args
 
-    corpus = tmp_path / "distant.json"
-    corpus.write_text(json.dumps(json.loads((SAMPLE / "distant.json").read_text())[:8]))
+    shared = pipeline_stages(tiny_pipeline.run_dir)
     conf = load_config(REPO / "configs" / "tiny.yaml", [
-        *pipeline_args(corpus), "pipeline.finetune_epochs=1", "sweep.level=kd", "sweep.scheduler=fifo",
-        "sweep.space.distill.weight=[0.5, 2.0]", "tracking.enabled=false", "name=kd_sweep",
-        f"output_dir={tmp_path / 'out'}"])
+        *tiny_pipeline.args, "sweep.level=kd", "sweep.scheduler=fifo", "sweep.space.distill.weight=[1.0, 2.0]",
+        "tracking.enabled=false", "name=kd_sweep", f"output_dir={tiny_pipeline.out}"])
     try:
         summary = run_sweep(conf)
     finally:
         ray.shutdown()
-    stages = {}
-    for folder in (tmp_path / "out" / "stages").iterdir():
-        stages.setdefault(folder.name.rsplit("-", 1)[0], []).append(folder)
-    assert {k: len(v) for k, v in stages.items()} == {"teacher": 1, "ingest": 1, "soft_labels": 1, "student": 2,
-                                                      "finetune": 2}
-    assert sorted(r["values"]["distill.weight"] for r in summary["trials"]) == [0.5, 2.0]
+    assert sorted(r["values"]["distill.weight"] for r in summary["trials"]) == [1.0, 2.0]
+    finetunes = set()
     for row in summary["trials"]:
-        run_dir = tmp_path / "out" / "kd_sweep" / "trials" / row["trial"]
+        run_dir = tiny_pipeline.out / "kd_sweep" / "trials" / row["trial"]
         status = {k: v["status"] for k, v in json.loads((run_dir / "pipeline.json").read_text())["stages"].items()}
-        assert status == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped", "student": "ran",
-                          "finetune": "ran", "evaluate": "ran"}
-        assert row["status"] == "done" and row["epochs"] == 1 and Path(row["stage_folder"]).parent.name == "stages"
-        assert Path(row["stage_folder"]).name.startswith("finetune-")
+        folders = pipeline_stages(run_dir)
+        for name in ("teacher", "ingest", "soft_labels"):
+            assert folders[name] == shared[name]
+        own = "skipped" if row["values"]["distill.weight"] == 1.0 else "ran"
+        assert status == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped", "student": own,
+                          "finetune": own, "evaluate": "ran"}
+        assert (folders["student"] == shared["student"]) == (own == "skipped")
+        assert read_resolved(folders["student"] / "config.yaml").distill.weight == row["values"]["distill.weight"]
+        assert row["status"] == "done" and row["epochs"] == 1 and Path(row["stage_folder"]) == folders["finetune"]
+        finetunes.add(folders["finetune"])
+    assert len(finetunes) == 2
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -7,11 +7,10 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, free_port
+from conftest import REPO, TINY, free_port
 from kddocre_ray.cli import main
 from kddocre_ray.config import load_config, to_yaml
 from kddocre_ray.tracking import EpochMetrics, Tracker
-from test_train_ray import TINY
 
 
 def finished_folder(path, conf) -> dict:
@@ -134,20 +133,6 @@ def test_training_with_the_store_down_finishes_and_is_tracked_afterwards(tmp_pat
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
     assert history(client, run_id, "lr_encoder")[0][1] > 0
     assert run.data.params["run.workers"] == "1"
-
-
-def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never.db'}")
-    args = [*TINY, "data.train.end=4", "data.dev.end=2", "data.test.end=2", "train.epochs=1", "train.max_steps=1",
-            "train.precision=fp32", f"output_dir={tmp_path}", "name=untracked", "tracking.enabled=false"]
-    import ray
-
-    try:
-        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *args])
-    finally:
-        ray.shutdown()
-    assert (tmp_path / "untracked" / "metrics.json").exists()
-    assert not (tmp_path / "never.db").exists() and not (tmp_path / "untracked" / "tracking.json").exists()
 
 
 def test_a_run_id_the_store_does_not_hold_opens_a_fresh_run(tmp_path, mlflow_store):

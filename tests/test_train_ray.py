@@ -1,5 +1,7 @@
 """End to end through Ray Train on a local cluster, with the tiny random encoder: a run folder
-that reloads, scores identically through the CLI, and resumes after the driver is killed."""
+(the session pipeline's teacher, a `kddocre train` run like any other) that reloads and scores
+identically through the CLI; two workers that resume after the driver is killed, under DDP and
+under DeepSpeed ZeRO-2, and whose checkpoint reproduces the model they trained."""
 import json
 import subprocess
 import sys
@@ -7,29 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, kill_when
+from conftest import REPO, TINY, kill_when
 from kddocre_ray.cli import main
-from kddocre_ray.config import load_config
-
-TINY = [
-    "model.encoder=tiny-random", "model.max_length=128", "model.chunk_overlap=32",
-    "data.train.end=16", "data.dev.end=6", "data.test.end=6", "train.head_lr=1e-3", "train.encoder_lr=1e-3",
-]
+from kddocre_ray.config import read_resolved
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    import ray
-
-    from kddocre_ray.train.run import run_train
-
-    out = tmp_path_factory.mktemp("runs")
-    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.epochs=3", f"output_dir={out}", "name=t"])
-    try:
-        metrics = run_train(conf)
-    finally:
-        ray.shutdown()
-    return out / "t", metrics
+def run(tiny_pipeline):
+    """The teacher stage: 2 epochs on 8 documents, scored on 4 dev and 4 test documents."""
+    folder = tiny_pipeline.stage("teacher")
+    return folder, json.loads((folder / "metrics.json").read_text())
 
 
 def test_run_folder_is_complete(run):
@@ -40,36 +29,32 @@ def test_run_folder_is_complete(run):
     records = json.loads((run_dir / "result.json").read_text())
     assert all(set(r) == {"title", "h_idx", "t_idx", "r", "evidence"} for r in records)
     assert not list(run_dir.glob(".*tmp*"))  # nothing half-written left behind
-    # the precision the run reports is the one its worker and its scoring task resolved and used
-    import torch
-
-    from kddocre_ray.task import resolve_precision
-
-    auto = resolve_precision("auto", torch.device("cpu"))
-    assert metrics["precision"] == auto and metrics["scoring"] == {"device": "cpu", "precision": auto}
+    # the precision the run reports is the one its worker and its scoring task used (fp32, as set;
+    # `auto` is resolved in test_kddocre_train_distills_a_teacher_in_memory)
+    assert metrics["precision"] == "fp32" and metrics["scoring"] == {"device": "cpu", "precision": "fp32"}
 
 
 def test_loss_falls_and_history_is_complete(run):
     _, metrics = run
     losses = [h["train_loss"] for h in metrics["history"]]
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert losses[-1] < losses[0]
     for split in ("dev", "test"):
-        assert 0 <= metrics[split]["f1"] <= 100 and metrics[split]["docs"] == 6
+        assert 0 <= metrics[split]["f1"] <= 100 and metrics[split]["docs"] == 4
 
 
 def test_checkpoint_reloads_and_scores_the_same(run, capsys, tmp_path):
     """`evaluate --checkpoint` and `predict` on the run's own test split reproduce the run's
     result.json and test metrics exactly (Ign facts from the run's own train split)."""
     run_dir, metrics = run
-    conf = load_config(REPO / "configs" / "tiny.yaml", TINY)
-    test6 = tmp_path / "test6.json"
-    test6.write_text(json.dumps(json.loads(Path(conf.data.test.path).read_text())[:6]))
-    main(["evaluate", "--checkpoint", str(run_dir), "--data", str(test6), "--json"])
+    conf = read_resolved(run_dir / "config.yaml")
+    test4 = tmp_path / "test4.json"
+    test4.write_text(json.dumps(json.loads(Path(conf.data.test.path).read_text())[:conf.data.test.end]))
+    main(["evaluate", "--checkpoint", str(run_dir), "--data", str(test4), "--json"])
     scored = json.loads(capsys.readouterr().out)
     for key in ("f1", "ign_f1", "precision", "recall", "freq_f1", "C", "W", "MS", "MR"):
         assert scored[key] == pytest.approx(metrics["test"][key]), key
-    main(["predict", "--checkpoint", str(run_dir), "--data", str(test6), "--out", str(tmp_path / "p.json")])
+    main(["predict", "--checkpoint", str(run_dir), "--data", str(test4), "--out", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text()) == json.loads((run_dir / "result.json").read_text())
 
 
@@ -77,41 +62,56 @@ def test_finished_run_is_not_overwritten_by_accident(run):
     from kddocre_ray.train.run import run_train
 
     run_dir, _ = run
-    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, f"output_dir={run_dir.parent}", "name=t"])
     with pytest.raises(FileExistsError):
-        run_train(conf)
+        run_train(read_resolved(run_dir / "config.yaml"))
 
 
-def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path):
+def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path, monkeypatch):
     """With distill.teacher, `kddocre train` computes that teacher's logits on its train split in
-    the worker and trains on AFL + weight x MSE: both parts are logged and add up."""
+    the worker and trains on AFL + weight x MSE: both parts are logged and add up. The run also
+    resolves `train.precision=auto` (in its worker and its scoring task alike), and with
+    `tracking.enabled=false` it leaves no trace in MLflow: no store is created, no tracking.json."""
     import ray
+    import torch
 
-    from kddocre_ray.train.run import run_train
+    from kddocre_ray.task import resolve_precision
 
     teacher, _ = run
-    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.epochs=1", f"distill.teacher={teacher}",
-                                                        "distill.kd=mse", "distill.weight=2.0", f"output_dir={tmp_path}",
-                                                        "name=kd"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never.db'}")
+    args = [*TINY, "data.train.end=8", "data.dev.end=4", "data.test.end=4", "train.epochs=1",
+            f"distill.teacher={teacher}", "distill.kd=mse", "distill.weight=2.0", "tracking.enabled=false",
+            f"output_dir={tmp_path}", "name=kd"]
     try:
-        metrics = run_train(conf)
+        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *args])
     finally:
         ray.shutdown()
+    metrics = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     [h] = metrics["history"]
     assert h["train_kd_loss"] > 0 and h["train_re_loss"] > 0
     assert h["train_loss"] == pytest.approx(h["train_re_loss"] + 2.0 * h["train_kd_loss"], rel=1e-5)
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert metrics["precision"] == auto and metrics["scoring"] == {"device": "cpu", "precision": auto}
+    assert not (tmp_path / "never.db").exists() and not (tmp_path / "kd" / "tracking.json").exists()
 
 
 @pytest.mark.parametrize("strategy", [
     ["train.strategy=ddp"],
-    ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json", "scale.num_workers=2"],
+    ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"],
 ], ids=["ddp", "deepspeed-zero2"])
-def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
+def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path):
     """Kill the whole driver (and its local Ray cluster) after the first checkpoint, rerun the
     same command: it continues from that checkpoint (optimizer and scheduler included) and
-    finishes all epochs."""
+    finishes all epochs, in the MLflow run it had opened. Two workers train (24 documents, batch
+    4: 3 steps per epoch on each), the loss falls, and the kept checkpoint reproduces the model
+    they trained: its reloaded weights give the logits its probe document had in the workers."""
+    import torch
+
+    from kddocre_ray.checkpoint import load_model
+    from kddocre_ray.data.features import doc_features
+
     cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
-           *TINY, *strategy, "data.train.end=24", "train.epochs=3", f"output_dir={tmp_path}", "name=r"]
+           *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=24", "train.epochs=3",
+           f"output_dir={tmp_path}", "name=r"]
     snapshot = tmp_path / "r" / "ray" / "checkpoint_manager_snapshot.json"
     kill_when(cmd, snapshot.exists, "a checkpoint")
     assert not (tmp_path / "r" / "metrics.json").exists()
@@ -122,6 +122,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
     assert "resumed from checkpoint after epoch" in second.stdout + second.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert [h["step"] for h in metrics["history"]] == [3, 6, 9] and metrics["workers"] == 2
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0]
     # the resumed run continues its MLflow run: one run, every epoch once
     from mlflow import MlflowClient
 
@@ -132,3 +135,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(strategy, tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2, 3]
 
+    ckpt = tmp_path / "r" / "checkpoint"
+    model, _, schema, tokenizer = load_model(ckpt)
+    probe = torch.load(ckpt / "probe.pt", weights_only=True)
+    train = json.loads((REPO / "kddocre_ray" / "sample" / "train.json").read_text())
+    doc = next(d for d in train if d["title"] == probe["title"])
+    with torch.no_grad():
+        logits = model([doc_features(doc, tokenizer, schema)])
+    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
