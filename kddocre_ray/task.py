@@ -60,8 +60,8 @@ def _cpu_has_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> str:
     """'auto' -> bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32.
 
-    A forced bf16 on a CPU without avx512_bf16 / AMX runs, but emulated: one matmul measured 60x
-    slower than fp32 on such a machine, so it warns.
+    A forced bf16 on a CPU without avx512_bf16 / AMX runs, but emulated, many times slower than
+    fp32, so it warns.
     """
     if name != "auto":
         if name == "fp16" and device.type != "cuda":
