@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +29,11 @@ SHARED = REPO.parent / "shared" / "data"
 # Every Ray cluster the tests start, locally or in a subprocess, inherits these.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# Ray's token authentication, with a token of the session's own (no ~/.ray/auth_token written):
+# drivers that join the session's cluster by address must be told the mode. Ray reads the mode
+# once per process, when it is first imported, so it is set here, before any test imports Ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 # The tiny random encoder on small slices of the shipped sample: what most Ray tests train.
 TINY = [
@@ -41,6 +54,56 @@ def mlflow_store(tmp_path_factory) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# the `ray` command of the Python running the tests (beside it in a venv or pyenv version)
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+
+
+@dataclass
+class RayHead:
+    address: str  # the GCS address drivers join (RAY_ADDRESS)
+    dashboard: str  # http://127.0.0.1:PORT, where `ray job submit` goes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_head(mlflow_store) -> RayHead:
+    """One Ray cluster for the whole session: `ray start --head` (2 CPUs, a dashboard with its job
+    agent, every port our own) in its own process group, stopped by process id at the end (never
+    `ray stop`, which would stop any other Ray on the machine). RAY_ADDRESS names it, so every
+    driver joins it, in the test process or a subprocess, instead of starting a cluster of its own;
+    a test that needs a cluster with another environment unsets it (the S3 pipeline). Its Ray
+    processes inherit this environment as it is now (the session's MLflow store, the Train
+    settings above, the session's Ray token)."""
+    mp = pytest.MonkeyPatch()
+    temp = tempfile.mkdtemp(prefix="krt", dir="/tmp")  # Ray's socket paths must stay short
+    gcs, dash = free_port(), free_port()
+    head = subprocess.Popen(
+        # the agent's default port (52365) is taken when another Ray cluster runs here, and then the
+        # head never accepts a job ("No available agent to submit job")
+        [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         f"--temp-dir={temp}", "--include-dashboard=true"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{gcs}"
+    try:
+        deadline = time.time() + 120
+        while True:  # the GCS answers: drivers can join (ray.init retries the rest itself)
+            assert head.poll() is None, "ray start --head exited"
+            assert time.time() < deadline, "the Ray head did not start within 120 s"
+            try:
+                socket.create_connection(("127.0.0.1", gcs), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        mp.setenv("RAY_ADDRESS", address)
+        yield RayHead(address, f"http://127.0.0.1:{dash}")
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+        mp.undo()
 
 
 @pytest.fixture(scope="session")

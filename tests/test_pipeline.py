@@ -6,17 +6,15 @@ test runs the pipeline (as NA)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, SAMPLE, STAGES, free_port, kill_when, pipeline_stages
+from conftest import RAY, REPO, SAMPLE, STAGES, kill_when, pipeline_stages
 from conftest import run_pipeline_at as run
 from kddocre_ray.config import load_config
 
@@ -237,48 +235,28 @@ def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path
                                         "student": "ran", "finetune": "ran", "evaluate": "ran"}
 
 
-# the `ray` command of the Python running the tests (beside it in a venv or pyenv version)
-RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-
-
-def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path):
-    """`ray start --head` in its own process group (stopped by process id, never `ray stop`),
-    then `ray job submit --working-dir .` of jobs/distill.py; the job exits 0 and its run
-    folder lands in the absolute --output-dir. The job runs NA (distill.kd=none): the student
-    pretrains on the ingested rows' distant labels alone, with no teacher."""
+def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path, ray_head):
+    """`ray job submit --working-dir .` of jobs/distill.py to the session's head (`ray start
+    --head`, conftest.ray_head); the job exits 0 and its run folder lands in the absolute
+    --output-dir. The job runs NA (distill.kd=none): the student pretrains on the ingested rows'
+    distant labels alone, with no teacher."""
     out, args, _ = first
     _copy_stages(out, tmp_path, ["ingest"])
-    temp = tempfile.mkdtemp(prefix="krt", dir="/tmp")  # Ray's socket paths must stay short
-    dash = free_port()
-    head = subprocess.Popen(
-        # every port of our own: the agent's default (52365) is taken when another Ray cluster runs here,
-        # and then the head never accepts a job ("No available agent to submit job")
-        [RAY, "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dash}",
-         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-         f"--runtime-env-agent-port={free_port()}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
-         f"--temp-dir={temp}", "--include-dashboard=true"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    try:
-        address = f"http://127.0.0.1:{dash}"
-        submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                  sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "distill.kd=none", "name=j",
-                  "--output-dir", str(tmp_path)]
-        # The dashboard answers before its job agent is up ("No available agent to submit job"),
-        # the later the busier the machine: a refused submission started nothing, so try again.
-        deadline = time.time() + 180
-        while True:
-            done = subprocess.run(submit, capture_output=True, text=True, timeout=600, env=env)
-            refused = "No available agent" in done.stdout + done.stderr or "Connection refused" in done.stderr
-            if done.returncode == 0 or not refused or time.time() > deadline:
-                break
-            time.sleep(2)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-        assert "succeeded" in done.stdout.lower()
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
+    submit = [RAY, "job", "submit", "--address", ray_head.dashboard, "--working-dir", str(REPO), "--",
+              sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "distill.kd=none", "name=j",
+              "--output-dir", str(tmp_path)]
+    # The dashboard answers before its job agent is up ("No available agent to submit job"),
+    # the later the busier the machine: a refused submission started nothing, so try again.
+    deadline = time.time() + 180
+    while True:
+        done = subprocess.run(submit, capture_output=True, text=True, timeout=600, env=env)
+        refused = "No available agent" in done.stdout + done.stderr or "Connection refused" in done.stderr
+        if done.returncode == 0 or not refused or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "succeeded" in done.stdout.lower()
     assert statuses(tmp_path / "j") == {"ingest": "skipped", "student": "ran", "finetune": "ran", "evaluate": "ran"}
     metrics = json.loads((tmp_path / "j" / "metrics.json").read_text())
     [student] = metrics["histories"]["student"]

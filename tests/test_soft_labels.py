@@ -66,7 +66,7 @@ def soft(corpus, teacher, tmp_path_factory):
     schema = load_schema(SAMPLE / "rel_info.json")
     notes = out / "actors"
     notes.mkdir()
-    ray.init(num_cpus=2)
+    ray.init()  # the session's cluster of 2 CPUs (conftest.ray_head)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = 120  # both actors loaded before the first batch: no race for the work
@@ -161,7 +161,7 @@ def test_streamed_batches_give_every_rank_the_same_steps_and_every_row_once():
     from kddocre_ray.train.batches import StreamedBatches
 
     feats = [Feature(f"d{i}", list(range(5 + i % 7)), [[1], [2]], [(0, 1, 1)]) for i in range(50)]
-    ray.init(num_cpus=2)
+    ray.init()  # the session's cluster of 2 CPUs (conftest.ray_head)
     try:
         shards = ray.data.from_arrow(feature_table(feats, "c", list(range(50)))).streaming_split(2, equal=True)
         seen = {}

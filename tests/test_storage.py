@@ -115,6 +115,9 @@ def test_the_pipeline_runs_with_its_folders_in_s3(s3, tmp_path, monkeypatch, tin
     from kddocre_ray.storage import upload
 
     monkeypatch.setenv("KDDOCRE_CACHE", str(tmp_path / "cache"))
+    # a local cluster of its own, started from this environment: its Ray processes reach the bucket
+    # (the AWS variables) and the cache above, which the session's cluster never saw
+    monkeypatch.delenv("RAY_ADDRESS")
     corpus = tiny_corpus(tmp_path)
     out = f"{s3}/runs"
     teacher = tiny_pipeline.stage("teacher")

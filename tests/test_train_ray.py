@@ -101,8 +101,8 @@ def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path, monkeypatch):
 def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path):
     """Kill the whole driver (and its local Ray cluster) after the first checkpoint, rerun the
     same command: it continues from that checkpoint (optimizer and scheduler included) and
-    finishes all epochs, in the MLflow run it had opened. Two workers train (24 documents, batch
-    4: 3 steps per epoch on each), the loss falls, and the kept checkpoint reproduces the model
+    finishes all epochs, in the MLflow run it had opened. Two workers train (16 documents, batch
+    4: 2 steps per epoch on each), the loss falls, and the kept checkpoint reproduces the model
     they trained: its reloaded weights give the logits its probe document had in the workers."""
     import torch
 
@@ -110,7 +110,7 @@ def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path
     from kddocre_ray.data.features import doc_features
 
     cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
-           *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=24", "train.epochs=3",
+           *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=16", "train.epochs=3",
            f"output_dir={tmp_path}", "name=r"]
     snapshot = tmp_path / "r" / "ray" / "checkpoint_manager_snapshot.json"
     kill_when(cmd, snapshot.exists, "a checkpoint")
@@ -122,7 +122,7 @@ def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path
     assert "resumed from checkpoint after epoch" in second.stdout + second.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
-    assert [h["step"] for h in metrics["history"]] == [3, 6, 9] and metrics["workers"] == 2
+    assert [h["step"] for h in metrics["history"]] == [2, 4, 6] and metrics["workers"] == 2
     losses = [h["train_loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0]
     # the resumed run continues its MLflow run: one run, every epoch once
