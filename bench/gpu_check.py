@@ -42,8 +42,9 @@ from kddocre_ray.config import load_config  # noqa: E402
 from kddocre_ray.data.docred import load_schema, read_docs  # noqa: E402
 from kddocre_ray.data.features import Feature, doc_features, label_matrix  # noqa: E402
 from kddocre_ray.inference import Predictor  # noqa: E402
+from kddocre_ray.model.docre import build_model  # noqa: E402
 from kddocre_ray.model.encoder import load_tokenizer  # noqa: E402
-from kddocre_ray.task import build_model, resolve_precision  # noqa: E402
+from kddocre_ray.precision import resolve_precision  # noqa: E402
 from kddocre_ray.train.objective import Objective  # noqa: E402
 from kddocre_ray.train.strategy import DeepSpeedStrategy  # noqa: E402
 

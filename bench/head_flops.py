@@ -22,8 +22,8 @@ from train_speed import REPO, load_documents
 
 from kddocre_ray.data.features import label_matrix
 from kddocre_ray.losses import make_loss
+from kddocre_ray.model.docre import build_model
 from kddocre_ray.model.encoder import encode, load_tokenizer
-from kddocre_ray.task import build_model
 
 
 def main() -> None:

@@ -138,9 +138,9 @@ def make_inputs(encoder: str, docs: int, work: Path, overrides: list[str]) -> tu
     from kddocre_ray.checkpoint import save_model
     from kddocre_ray.config import load_config
     from kddocre_ray.data.docred import load_schema
+    from kddocre_ray.model.docre import build_model
     from kddocre_ray.model.encoder import load_tokenizer
     from kddocre_ray.storage import read_json, write_json
-    from kddocre_ray.task import build_model
 
     real = read_json(SHARED)
     corpus = [{**real[i % len(real)], "title": f"{real[i % len(real)]['title']} #{i // len(real)}"} for i in range(docs)]

@@ -32,9 +32,11 @@ sys.path.insert(0, str(REPO))
 from kddocre_ray.config import load_config  # noqa: E402
 from kddocre_ray.data.docred import load_schema  # noqa: E402
 from kddocre_ray.data.features import doc_features, label_matrix, length_grouped_batches  # noqa: E402
+from kddocre_ray.data.splits import load_split  # noqa: E402
 from kddocre_ray.losses import make_loss  # noqa: E402
+from kddocre_ray.model.docre import build_model  # noqa: E402
 from kddocre_ray.model.encoder import encode, load_tokenizer  # noqa: E402
-from kddocre_ray.task import autocast, build_model, load_split  # noqa: E402
+from kddocre_ray.precision import autocast  # noqa: E402
 from kddocre_ray.train.strategy import make_optimizer  # noqa: E402
 
 

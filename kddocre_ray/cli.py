@@ -133,7 +133,7 @@ def _distant(args) -> None:
 
 
 def _read(path, schema, skip_bad) -> list[dict]:
-    from .task import read_valid
+    from .data.splits import read_valid
 
     return read_valid(path, schema, skip_bad, log=lambda msg: print(msg, file=sys.stderr))
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from .config import Config
 from .data.docred import RelSchema
+from .data.splits import load_split
 from .metrics import evaluate, frequent_relations, read_fact_file, train_facts
-from .task import load_split
 
 
 class Reference:

@@ -16,7 +16,7 @@ from .config import Config
 from .data.docred import RelSchema
 from .data.features import Feature, doc_features
 from .decode import decode, to_triples
-from .task import autocast, resolve_precision
+from .precision import autocast, resolve_precision
 
 
 def default_device() -> torch.device:

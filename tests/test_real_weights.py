@@ -7,7 +7,7 @@ from kddocre_ray.data.features import doc_features, label_matrix
 from kddocre_ray.losses import afl_loss
 from kddocre_ray.model.docre import DocREModel
 from kddocre_ray.model.encoder import load_encoder, load_tokenizer, minilm_path
-from kddocre_ray.task import autocast, resolve_precision
+from kddocre_ray.precision import autocast, resolve_precision
 
 
 def test_minilm_is_packaged_and_loads_offline(monkeypatch):

@@ -45,8 +45,8 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     from kddocre_ray.checkpoint import save_model
+    from kddocre_ray.model.docre import build_model
     from kddocre_ray.model.encoder import load_tokenizer
-    from kddocre_ray.task import build_model
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "train.precision=fp32", "model.axial_layers=1"])
     schema, tokenizer = load_schema(conf.data.rel_info), load_tokenizer(conf.model.encoder)

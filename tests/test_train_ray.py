@@ -74,7 +74,7 @@ def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path, monkeypatch):
     import ray
     import torch
 
-    from kddocre_ray.task import resolve_precision
+    from kddocre_ray.precision import resolve_precision
 
     teacher, _ = run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never.db'}")

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..data.docred import RelSchema
 from ..data.features import Feature, pair_index
 from .axial import AxialAttention
 from .bilinear import GroupedBilinear
-from .encoder import encode
+from .encoder import encode, load_encoder
 from .pooling import entity_pooling, localized_context
 
 
@@ -72,3 +73,9 @@ class DocREModel(nn.Module):
         table[b_idx, h_idx, t_idx] = feats
         table = self.axial(table, n_ent)
         return table[b_idx, h_idx, t_idx]
+
+
+def build_model(cfg: ModelConfig, schema: RelSchema, tokenizer, encoder=None, seed: int = 0) -> DocREModel:
+    torch.manual_seed(seed)
+    encoder = encoder if encoder is not None else load_encoder(cfg.encoder, seed)
+    return DocREModel(encoder, cfg, schema.num_classes, tokenizer.pad_token_id)

@@ -18,9 +18,9 @@ from ..data.distant import distant_label, load_facts
 from ..data.docred import RelSchema, read_docs
 from ..data.features import doc_features
 from ..data.rows import feature_table
+from ..data.splits import report_skipped
 from ..fingerprint import path_digest
 from ..storage import Location
-from ..task import report_skipped
 
 
 def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location, skip_bad: bool = False,

@@ -25,11 +25,11 @@ import torch
 from .. import layout
 from ..config import Config, to_dict, to_yaml, worker_cpus
 from ..data.docred import load_schema
+from ..data.splits import load_split
 from ..evaluation import Reference, format_metrics
 from ..fingerprint import changed_keys, digest, result_values
 from ..inference import Predictor
 from ..storage import Location, RemotePath, location, read_json, rmtree, upload, write_json
-from ..task import load_split
 from ..tracking import MlflowReporter
 from .strategy import DS_DIR, OPTIM_STATE
 from .trainer import fit

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..checkpoint import WEIGHTS
 from ..config import TrainConfig
-from ..task import autocast
+from ..precision import autocast
 
 OPTIM_STATE = "optim_state.pt"  # ddp: optimizer, scheduler and scaler state
 DS_DIR = "deepspeed"  # deepspeed: the engine's own (possibly partitioned) checkpoint

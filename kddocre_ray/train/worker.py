@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import ray.train
 import ray.train.torch
@@ -27,12 +29,14 @@ from ..checkpoint import load_weights, read_schema, save_model
 from ..config import KD, Config, from_dict, worker_cpus
 from ..data.docred import RelSchema, load_schema
 from ..data.features import Feature, doc_features
+from ..data.splits import load_split
 from ..evaluation import Reference
 from ..inference import Predictor
 from ..metrics import official_scores
+from ..model.docre import build_model
 from ..model.encoder import load_tokenizer
+from ..precision import resolve_precision
 from ..storage import parquet_files
-from ..task import build_model, load_split, resolve_precision, seed_everything
 from .batches import InMemoryBatches, StreamedBatches
 from .objective import Objective
 from .strategy import Strategy, make_strategy
@@ -85,6 +89,12 @@ def train_loop(config: dict) -> None:
         if tc.patience and w.state["bad_epochs"] >= tc.patience:
             w.log(f"[kddocre] early stop: dev F1 did not improve for {tc.patience} epochs")
             break
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def setup(conf: Config) -> Worker:

@@ -1,52 +1,14 @@
-"""What both the Ray workers and the command line need: splits, model, seeds, precision.
+"""Numeric precision: which one a run uses on its device, and the autocast that applies it.
 
-Pure torch and transformers; knows nothing of Ray or MLflow.
+Pure torch; knows nothing of Ray or MLflow.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from .config import DataSource, ModelConfig
-from .data.docred import RelSchema, read_docs
-from .model.docre import DocREModel
-from .model.encoder import load_encoder
-
-
-def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
-    """Validated documents; with `skip_bad`, each skipped one is reported and counted."""
-    docs, bad = read_docs(path, schema, skip_bad=skip_bad)
-    report_skipped(path, bad, log)
-    return docs
-
-
-def report_skipped(path: str, bad: list, log=print) -> None:
-    """Each skipped document with its file, index, title and field, then their count."""
-    for err in bad:
-        log(f"skipped bad document: {err}")
-    if bad:
-        log(f"{path}: skipped {len(bad)} bad documents")
-
-
-def load_split(src: DataSource, schema: RelSchema, skip_bad: bool = False, log=print) -> list[dict]:
-    return read_valid(src.path, schema, skip_bad, log)[src.start:src.end]
-
-
-def build_model(cfg: ModelConfig, schema: RelSchema, tokenizer, encoder=None, seed: int = 0) -> DocREModel:
-    torch.manual_seed(seed)
-    encoder = encoder if encoder is not None else load_encoder(cfg.encoder, seed)
-    return DocREModel(encoder, cfg, schema.num_classes, tokenizer.pad_token_id)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _cpu_has_bf16() -> bool:
