@@ -14,19 +14,21 @@ from pathlib import Path
 
 import yaml
 
+from kddocre_ray import layout
+
 COLUMNS = [("F1", "f1"), ("Ign F1", "ign_f1"), ("P", "precision"), ("R", "recall"), ("freq F1", "freq_f1"),
            ("long-tail F1", "long_tail_f1"), ("Infer-F1", "infer_f1"), ("binary F1", "binary_f1")]
 
 
 def row(run: Path) -> str:
-    m = json.loads((run / "metrics.json").read_text())
-    c = yaml.safe_load((run / "config.yaml").read_text())
+    m = json.loads((run / layout.METRICS).read_text())
+    c = yaml.safe_load((run / layout.CONFIG).read_text())
     t = m["test"]
     if "histories" in m:  # a pipeline: the fine-tuned model, and every stage's time
         hist = m["histories"]["finetune"]
         found = stage_manifests(run)
         train_s = sum(s["seconds"] for s in found.values())
-        missing = len(found) < len(json.loads((run / "pipeline.json").read_text())["stages"])
+        missing = len(found) < len(json.loads((run / layout.PIPELINE).read_text())["stages"])
     else:
         hist, train_s, missing = m["history"], m["train_time_s"], False
     epoch_s = statistics.median(h["epoch_time_s"] for h in hist)
@@ -42,19 +44,19 @@ def stage_manifests(run: Path) -> dict[str, dict]:
     """Each stage's manifest (its counts and seconds), found through pipeline.json: in the stage's
     own folder, else in the run folder's `stages/` (a copy such as docs/runs/, made on another
     machine); a stage found in neither is left out."""
-    stages = json.loads((run / "pipeline.json").read_text())["stages"]
+    stages = json.loads((run / layout.PIPELINE).read_text())["stages"]
     found = {}
     for name, s in stages.items():
         folder = Path(s["folder"])
         for candidate in (folder, run / "stages" / folder.name, run if folder.name == run.name else None):
-            if candidate is not None and (candidate / "manifest.json").exists():
-                found[name] = json.loads((candidate / "manifest.json").read_text())
+            if candidate is not None and (candidate / layout.MANIFEST).exists():
+                found[name] = json.loads((candidate / layout.MANIFEST).read_text())
                 break
     return found
 
 
 def stage_rows(run: Path) -> list[str]:
-    stages = json.loads((run / "pipeline.json").read_text())["stages"]
+    stages = json.loads((run / layout.PIPELINE).read_text())["stages"]
     found = stage_manifests(run)
     minutes = {name: f"{m['seconds'] / 60:.1f}" for name, m in found.items()}
     return [f"| {run.name} | {name} | {stages[name]['status']} | {minutes.get(name, 'manifest not here')} |"
@@ -68,7 +70,7 @@ def main(runs: list[str]) -> None:
     print("|" + "---|" * len(head))
     for r in runs:
         print(row(Path(r)))
-    pipelines = [Path(r) for r in runs if (Path(r) / "pipeline.json").exists()]
+    pipelines = [Path(r) for r in runs if (Path(r) / layout.PIPELINE).exists()]
     if pipelines:
         print("\n| run | stage | this run | minutes (when built) |\n|---|---|---|---|")
         for r in pipelines:
@@ -76,4 +78,6 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if not sys.argv[1:] or sys.argv[1] in ("-h", "--help"):
+        sys.exit(__doc__)
     main(sys.argv[1:])
