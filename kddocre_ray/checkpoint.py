@@ -7,6 +7,7 @@ unexpected weight is an error, never a silently random layer.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ import torch
 from . import layout
 from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
+from .errors import InputError
 from .model.docre import DocREModel
 from .storage import local_copy, location, read_json, write_json
 
@@ -53,14 +55,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     path = Path(path)
     for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
         if not (path / name).exists():
-            raise FileNotFoundError(f"{path}: not a kddocre checkpoint (no {name})")
+            raise InputError(f"not a kddocre checkpoint (no {name})", path=path)
     conf = from_dict(json.loads((path / CONFIG).read_text()))
     schema = read_schema(path)
     tokenizer = AutoTokenizer.from_pretrained(path / ENCODER)
     enc_cfg = AutoConfig.from_pretrained(path / ENCODER)
     encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
     model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
-    model.load_state_dict(load_weights(path), strict=True)
+    try:
+        model.load_state_dict(load_weights(path), strict=True)
+    except RuntimeError as e:  # another encoder, head size or schema than its config.json / relations.json say
+        raise InputError(f"the weights do not fit the model that {CONFIG}, {SCHEMA} and {ENCODER}/ describe "
+                         f"({str(e).splitlines()[0][:300]})", path=path / WEIGHTS) from None
     return model.to(device).eval(), conf, schema, tokenizer
 
 
@@ -68,8 +74,12 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a checkpoint folder (tensors only: no pickled objects are loaded)."""
     path = resolve_checkpoint(path)
     if not (path / WEIGHTS).exists():
-        raise FileNotFoundError(f"{path}: not a kddocre checkpoint (no {WEIGHTS})")
-    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        raise InputError(f"not a kddocre checkpoint (no {WEIGHTS})", path=path)
+    try:
+        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's words for a truncated or edited file
+        raise InputError(f"not readable as model weights, truncated or corrupt ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})", path=path / WEIGHTS) from None
     # Checkpoints from before the unused pooler was dropped carry its weights: nothing reads them.
     return {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
 

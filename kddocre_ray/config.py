@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from .errors import InputError
 from .storage import location, resolve
 
 
@@ -267,28 +268,35 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.load(layer))
         except Exception as e:  # OmegaConf names the key; add the file
-            raise ValueError(f"{layer}: {e}") from None
+            raise InputError(_omegaconf_message(e), path=layer) from None
     if overrides:
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         except Exception as e:
-            raise ValueError(f"command-line override: {e}") from None
+            raise InputError(_omegaconf_message(e), path="command-line override") from None
     missing = OmegaConf.missing_keys(cfg)
     if missing:
-        raise ValueError(f"{path or 'config'}: required keys not set: {sorted(missing)}")
+        raise InputError(f"{path or 'config'}: required keys not set: {sorted(missing)}")
     conf: Config = OmegaConf.to_object(cfg)
     _check(conf, str(path or "config"))
     return _absolute_paths(conf)
+
+
+def _omegaconf_message(e: Exception) -> str:
+    """OmegaConf's error as one line that names the key: `train.epochs: Value 'many' ... Integer`."""
+    first = str(getattr(e, "msg", None) or e).splitlines()[0]
+    key = getattr(e, "full_key", None)
+    return f"{key}: {first}" if key else first
 
 
 def _check(conf: Config, where: str) -> None:
     """What the types alone do not say: consistent model sizes."""
     m = conf.model
     if not 0 <= m.chunk_overlap < m.max_length - 2:
-        raise ValueError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
+        raise InputError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
                          f"model.max_length - 2 = {m.max_length - 2})")
     if m.emb_size % m.block_size or m.bilinear_chunk < 1:
-        raise ValueError(f"{where}: model.emb_size={m.emb_size} must be a multiple of "
+        raise InputError(f"{where}: model.emb_size={m.emb_size} must be a multiple of "
                          f"model.block_size={m.block_size}, and model.bilinear_chunk >= 1")
 
 
@@ -298,11 +306,11 @@ def with_values(conf: Config, values: dict[str, Any], where: str = "override") -
     cfg = OmegaConf.structured(conf)
     for key, value in values.items():
         if OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT) is _ABSENT:
-            raise ValueError(f"{where}: {key} is not a config key")
+            raise InputError(f"{where}: {key} is not a config key")
         try:
             OmegaConf.update(cfg, key, value, merge=isinstance(value, dict))  # a dict sets some keys of a section
         except Exception as e:  # OmegaConf names the type problem
-            raise ValueError(f"{where}: {key}={value!r}: {e}") from None
+            raise InputError(f"{key}={value!r}: {_omegaconf_message(e)}", path=where) from None
     out: Config = OmegaConf.to_object(cfg)
     _check(out, where)
     return out
@@ -321,7 +329,7 @@ def _yaml_chain(path: Path) -> list[Path]:
             break
         parent_path = (chain[0].parent / parent).resolve()
         if parent_path in chain:
-            raise ValueError(f"{chain[0]}: circular 'extends: {parent}'")
+            raise InputError(f"{chain[0]}: circular 'extends: {parent}'")
         chain.insert(0, parent_path)
     return chain
 

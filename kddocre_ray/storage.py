@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from .errors import InputError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -208,7 +210,7 @@ def read_json(path: str | os.PathLike) -> Any:
             raw = gzip.decompress(raw)
         return json.loads(raw)
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid JSON file: {exc}") from exc
+        raise InputError(f"not a valid JSON file: {exc}", path=path) from exc
 
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:

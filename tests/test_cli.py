@@ -27,14 +27,15 @@ def test_evaluate_pred_json(tmp_path, capsys):
     assert (m["precision"], m["recall"], m["f1"], m["ign_f1"]) == pytest.approx((50.0, 50.0, 50.0, 0.0))
 
 
-def test_bad_document_error_names_file_document_and_field(tmp_path):
+def test_bad_document_error_names_file_document_and_field(tmp_path, capsys):
     doc = make_doc()
     doc["vertexSet"][1][0]["pos"] = [3, 40]
-    gold = write(tmp_path / "gold.json", [make_doc(), doc])
+    gold = write(tmp_path / "gold.json", [make_doc(title="first"), doc])
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--pred", write(tmp_path / "p.json", []), "--gold", gold, "--facts",
               write(tmp_path / "f.json", [])])
-    msg = str(e.value)
+    msg = capsys.readouterr().err
+    assert e.value.code == 2  # bad input
     assert "gold.json" in msg and "document 1" in msg and '"doc"' in msg and "vertexSet[1][0].pos" in msg
 
 

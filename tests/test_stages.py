@@ -56,6 +56,28 @@ def test_missing_inputs_are_named_before_any_work(tmp_path):
     conf = load_config(TINY, [f"pipeline.corpus={tmp_path}/nope.json", f"output_dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="pipeline.corpus=.*nope.json"):
         check_inputs(conf)
+    # every path key is checked, the teacher and the student's DeepSpeed file too
+    conf = load_config(TINY, [f"distill.teacher={tmp_path}/no-teacher", f"output_dir={tmp_path}",
+                              f"pipeline.student_deepspeed_config={tmp_path}/no-ds.json"])
+    with pytest.raises(FileNotFoundError, match="pipeline.student_deepspeed_config=.*no-ds.json") as e:
+        check_inputs(conf)
+    assert "distill.teacher=" in str(e.value)
+
+
+def test_an_object_store_corpus_is_found_where_the_filesystem_has_it(tmp_path):
+    """Inputs are checked through pyarrow's filesystems, as the readers read them: a URI the
+    filesystem holds is not reported missing (pyarrow's in-memory mock:// stands for S3 here)."""
+    from kddocre_ray.storage import location
+
+    corpus = location("mock://inputs/distant.json")
+    corpus.fs.create_dir("inputs")  # the mock is a tree like a disk; a bucket has no folders to make
+    corpus.write_bytes(b"[]")
+    conf = load_config(TINY, ["pipeline.corpus=mock://inputs/distant.json", f"output_dir={tmp_path}"])
+    assert conf.pipeline.corpus == "mock://inputs/distant.json"  # a URI stays a URI
+    check_inputs(conf)
+    conf = load_config(TINY, ["pipeline.corpus=mock://inputs/absent.json", f"output_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="pipeline.corpus=mock://inputs/absent.json"):
+        check_inputs(conf)
 
 
 def test_a_submitted_job_refuses_an_output_folder_inside_its_working_directory(tmp_path, monkeypatch):

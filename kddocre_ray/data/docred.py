@@ -7,12 +7,12 @@ title and field instead of surfacing as an IndexError deep in training.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from ..errors import InputError
 from ..storage import read_json, write_json
 
 NA = "Na"  # class 0: the adaptive-threshold / no-relation class
@@ -55,38 +55,28 @@ def load_schema(path: str | os.PathLike) -> RelSchema:
     """
     data = read_json(path)
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected a non-empty JSON object of relations")
+        raise InputError("expected a non-empty JSON object of relations", path=path)
     values = list(data.values())
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         ordered = sorted((i, r) for r, i in data.items() if r != NA)
         if [i for i, _ in ordered] != list(range(1, len(ordered) + 1)):
-            raise ValueError(f"{path}: relation ids must be 1..{len(ordered)} (with {NA!r} = 0)")
+            raise InputError(f"relation ids must be 1..{len(ordered)} (with {NA!r} = 0)", path=path)
         return RelSchema(tuple(r for _, r in ordered))
     if all(isinstance(v, str) for v in values):
         return RelSchema(tuple(r for r in data if r != NA), {r: n for r, n in data.items() if r != NA})
-    raise ValueError(f"{path}: values must be all relation names (str) or all class ids (int)")
+    raise InputError("values must be all relation names (str) or all class ids (int)", path=path)
 
 
-class DocError(ValueError):
+class DocError(InputError):
     """One invalid document: where it is (file, index, title, field) and what is wrong."""
 
     def __init__(self, field: str, message: str, *, path: str | os.PathLike | None = None,
                  index: int | None = None, title: str | None = None) -> None:
-        self.path, self.index, self.title = path, index, title
-        self.field, self.message = field, message
-        super().__init__(str(self))
+        super().__init__(message, path=path, index=index, title=title, field=field, what="document")
 
     def located(self, path: str | os.PathLike, index: int) -> DocError:
         """The same error, placed at document ``index`` of file ``path``."""
         return DocError(self.field, self.message, path=path, index=index, title=self.title)
-
-    def __str__(self) -> str:
-        where = [] if self.path is None else [str(self.path)]
-        if self.index is not None:
-            where.append(f"document {self.index}" + (f" ({json.dumps(self.title)})" if self.title is not None else ""))
-        elif self.title is not None:
-            where.append(f"document {json.dumps(self.title)}")
-        return ": ".join([*where, self.field, self.message])
 
 
 def _is_int(x: Any) -> bool:
@@ -172,16 +162,17 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
 
 
 def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = False,
-              require_labels: bool = False) -> tuple[list[dict], list[DocError]]:
+              require_labels: bool = False, unique_titles: bool = False) -> tuple[list[dict], list[DocError]]:
     """Load and validate documents, unchanged.
 
     With ``skip_bad`` the bad documents are left out but returned as errors, so
-    callers can report them: nothing is dropped silently.
+    callers can report them: nothing is dropped silently. With ``unique_titles`` (a gold file:
+    titles key the official scorer) two documents with one title are refused, both named.
     """
     data = read_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of documents, got {type(data).__name__}")
-    docs, bad = [], []
+        raise InputError(f"expected a JSON list of documents, got {type(data).__name__}", path=path)
+    docs, bad, seen = [], [], {}
     for i, doc in enumerate(data):
         try:
             validate_doc(doc, schema, require_labels)
@@ -191,6 +182,10 @@ def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = Fa
                 raise err from None
             bad.append(err)
         else:
+            if unique_titles and doc["title"] in seen:
+                raise DocError("title", f"also the title of document {seen[doc['title']]}: titles key the scorer, "
+                               "so each must be unique", path=path, index=i, title=doc["title"])
+            seen.setdefault(doc["title"], i)
             docs.append(doc)
     return docs, bad
 

@@ -1,0 +1,29 @@
+"""Bad input: the one exception every door raises, named by file, entry and field.
+
+A door (a reader of documents, predictions, schemas, configs, checkpoints) raises `InputError`
+before any Ray start or training; it never prints or exits. The command line turns it into one
+message and exit status 2; any other failure is a failure at run time (status 1).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+class InputError(ValueError):
+    """What is wrong with an input, and where: file, entry (index and title), field."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, index: int | None = None,
+                 title: str | None = None, field: str | None = None, what: str = "entry") -> None:
+        self.path, self.index, self.title, self.field, self.message, self.what = path, index, title, field, message, what
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [] if self.path is None else [str(self.path)]
+        if self.index is not None:
+            where.append(f"{self.what} {self.index}" + (f" ({json.dumps(self.title)})" if self.title is not None else ""))
+        elif self.title is not None:
+            where.append(f"{self.what} {json.dumps(self.title)}")
+        if self.field:
+            where.append(self.field)
+        return ": ".join([*where, self.message])
