@@ -68,14 +68,15 @@ def _job_config(args):
 
 def _reference(args, schema, conf=None):
     from .evaluation import Reference
-    from .metrics import read_fact_file
 
     if args.train:
         return Reference.from_train(_read(args.train, schema, args.skip_bad_docs), args.facts)
     if conf is not None:
         return Reference.from_config(conf, schema)
     if args.facts:
-        return Reference(read_fact_file(args.facts), [])
+        from .data.distant import load_facts
+
+        return Reference(load_facts(args.facts), [])
     raise InputError("evaluate --pred needs --train FILE (Ign facts, frequent relations) or --facts FILE")
 
 

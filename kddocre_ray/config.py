@@ -289,9 +289,39 @@ def _omegaconf_message(e: Exception) -> str:
     return f"{key}: {first}" if key else first
 
 
+# What the types alone do not say: the smallest value each number may take (unset optional values
+# are not checked; a learning rate of 0 freezes, a temperature of 0 would divide by zero).
+AT_LEAST = {
+    "loss.gamma": 0, "train.epochs": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.eval_batch_size": 1,
+    "train.encoder_lr": 0, "train.head_lr": 0, "train.weight_decay": 0, "train.warmup_ratio": 0,
+    "train.patience": 0, "train.max_steps": 0, "scale.num_workers": 1, "scale.cpus_per_worker": 0,
+    "model.max_length": 8, "model.emb_size": 1, "model.block_size": 1, "model.bilinear_chunk": 1,
+    "model.axial_layers": 0, "model.axial_heads": 1, "model.pair_dim": 0, "model.num_labels": -1,
+    "distill.weight": 0, "pipeline.pretrain_epochs": 1, "pipeline.pretrain_encoder_lr": 0,
+    "pipeline.pretrain_head_lr": 0, "pipeline.finetune_epochs": 1, "pipeline.finetune_encoder_lr": 0,
+    "pipeline.finetune_head_lr": 0, "pipeline.student_workers": 1, "pipeline.rows_per_shard": 1,
+    "pipeline.window": 1, "soft_labels.pool_size": 1, "soft_labels.batch_size": 1, "data.train.start": 0,
+    "data.dev.start": 0, "data.test.start": 0,
+}
+ABOVE = {"train.adam_eps": 0, "train.max_grad_norm": 0, "distill.temperature": 0}
+AT_MOST = {"train.warmup_ratio": 1}
+
+
 def _check(conf: Config, where: str) -> None:
-    """What the types alone do not say: consistent model sizes."""
+    """What the types alone do not say: each number in its range, consistent model sizes."""
+    flat = flatten(to_dict(conf))
+    for bound, ok, say in ((AT_LEAST, lambda v, b: v >= b, ">="), (ABOVE, lambda v, b: v > b, ">"),
+                           (AT_MOST, lambda v, b: v <= b, "<=")):
+        for key, limit in bound.items():
+            value = flat.get(key)
+            if value is not None and not ok(value, limit):
+                raise InputError(f"{key}={value!r} must be {say} {limit}", path=where)
+    if conf.distill.teacher and conf.distill.kd == KD.none:
+        raise InputError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher",
+                         path=where)
     m = conf.model
+    if m.num_labels == 0:
+        raise InputError("model.num_labels=0 must be -1 (no limit) or >= 1", path=where)
     if not 0 <= m.chunk_overlap < m.max_length - 2:
         raise InputError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
                          f"model.max_length - 2 = {m.max_length - 2})")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .config import Config
+from .data.distant import load_facts
 from .data.docred import RelSchema
 from .data.splits import load_split
-from .metrics import evaluate, frequent_relations, read_fact_file, train_facts
+from .metrics import evaluate, frequent_relations, train_facts
 
 
 class Reference:
@@ -16,7 +17,7 @@ class Reference:
     @classmethod
     def from_train(cls, train_docs: list[dict], fact_file: str | None = None) -> Reference:
         """Ign facts from `fact_file` if given, else from the training documents' names."""
-        facts = read_fact_file(fact_file) if fact_file else train_facts(train_docs)
+        facts = load_facts(fact_file) if fact_file else train_facts(train_docs)
         return cls(facts, frequent_relations(train_docs))
 
     @classmethod

@@ -32,7 +32,6 @@ MR (its pair has no gold relation); each gold triple is C or MS (not predicted).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 
@@ -75,12 +74,6 @@ def train_facts(train_docs: Iterable[dict]) -> set[Fact]:
         for lab in doc["labels"]:
             facts.update((m1["name"], m2["name"], lab["r"]) for m1 in ents[lab["h"]] for m2 in ents[lab["t"]])
     return facts
-
-
-def read_fact_file(path: str) -> set[Fact]:
-    """Read a cached fact file (JSON list of [h_name, t_name, r], e.g. ``ref/train_annotated.fact``)."""
-    with open(path) as f:
-        return {tuple(x) for x in json.load(f)}
 
 
 def official_scores(preds: Iterable[dict], gold_docs: list[dict], facts: Collection[Fact]) -> dict:

@@ -51,6 +51,7 @@ from .config import (
     with_values,
     worker_cpus,
 )
+from .errors import InputError
 from .fingerprint import NOT_RESULT_KEYS, changed_keys
 from .pipeline import plots
 from .pipeline.report import Reporters, RunReport
@@ -89,7 +90,7 @@ def _spec(key: str, spec: Any) -> tuple[Any, list]:
     where = f"sweep.space.{key}"
     if isinstance(spec, list):
         if not spec:
-            raise ValueError(f"{where}: an empty grid")
+            raise InputError(f"{where}: an empty grid")
         return tune.grid_search(spec), spec
     if isinstance(spec, dict) and len(spec) == 1:
         (kind, bounds), = spec.items()
@@ -97,7 +98,7 @@ def _spec(key: str, spec: Any) -> tuple[Any, list]:
                 and all(isinstance(b, (int, float)) for b in bounds) and bounds[0] < bounds[1] \
                 and (kind != "loguniform" or bounds[0] > 0):
             return DISTRIBUTIONS[kind](*bounds), bounds
-    raise ValueError(f"{where}: {spec!r}; give a list of values (a grid) or {{uniform: [lo, hi]}} / "
+    raise InputError(f"{where}: {spec!r}; give a list of values (a grid) or {{uniform: [lo, hi]}} / "
                      "{loguniform: [lo, hi]} with lo < hi (lo > 0 for loguniform)")
 
 
@@ -122,9 +123,9 @@ def check_space(conf: Config) -> None:
     s = conf.sweep
     leaves = space_leaves(s.space)
     if s.num_samples < 1 or s.grace_period < 1 or s.reduction_factor < 2:
-        raise ValueError("sweep: num_samples and grace_period must be >= 1, reduction_factor >= 2")
+        raise InputError("sweep: num_samples and grace_period must be >= 1, reduction_factor >= 2")
     if s.level == SweepLevel.teacher and conf.distill.kd == KD.none:
-        raise ValueError("sweep.level=teacher with distill.kd=none: NA has no teacher")
+        raise InputError("sweep.level=teacher with distill.kd=none: NA has no teacher")
     def fingerprints(c: Config, until: str) -> list[str]:
         return [st.fingerprint for st in plan(c, until=until)]
 
@@ -137,14 +138,14 @@ def check_space(conf: Config) -> None:
             if s.level == "teacher":
                 teachers.add(fingerprints(trial, "teacher")[0])
             elif fingerprints(trial, shared_stage(conf)) != shared:
-                raise ValueError(f"sweep.space.{key}={value!r} changes the teacher or the soft labels, which the "
+                raise InputError(f"sweep.space.{key}={value!r} changes the teacher or the soft labels, which the "
                                  "trials of a KD-level sweep share: sweep it at sweep.level=teacher")
         if s.level == "teacher" and len(teachers) < len({repr(v) for v in values}):
-            raise ValueError(f"sweep.space.{key}: its values do not all train different teachers (a distill.* key, "
+            raise InputError(f"sweep.space.{key}: its values do not all train different teachers (a distill.* key, "
                              "or one that does not change results?): sweep distillation keys at sweep.level=kd")
     sampled = any(isinstance(spec, dict) for spec in leaves.values())
     if s.num_samples > 1 and not sampled and "train.seed" not in leaves:
-        raise ValueError("sweep.num_samples > 1 over a grid repeats identical trials (they would share their "
+        raise InputError("sweep.num_samples > 1 over a grid repeats identical trials (they would share their "
                          "stage folders): put train.seed in sweep.space to repeat with other seeds")
 
 
@@ -340,7 +341,7 @@ def _refuse_changed(conf: Config, sweep_dir: Location) -> None:
         return {k: v for k, v in flatten(to_dict(c)).items() if k not in NOT_RESULT_KEYS}
     changed = changed_keys(keys(read_resolved(saved)), keys(conf))
     if changed:
-        raise ValueError(f"{sweep_dir} holds a sweep with another config ({'; '.join(changed)}): "
+        raise InputError(f"{sweep_dir} holds a sweep with another config ({'; '.join(changed)}): "
                          "give it another name, or remove that folder")
 
 

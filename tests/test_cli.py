@@ -62,3 +62,33 @@ def test_help_explains_every_command(capsys):
         with pytest.raises(SystemExit):
             parser().parse_args([*cmd, "--help"])
         assert "usage: kddocre" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pipeline.corpus=/nope/distant.json"], "input files not found: pipeline.corpus=/nope/distant.json"),
+    (["soft_labels.pool_size=0"], "soft_labels.pool_size=0 must be >= 1"),
+    (["distill.kd=none", "distill.teacher=/somewhere"], "distill.teacher is set but distill.kd=none"),
+    (["distill.kd=l2"], "distill.kd: Invalid value 'l2', expected one of [mse, kl, none]"),
+], ids=["missing-corpus", "pool-of-0", "teacher-for-na", "unknown-kd"])
+def test_the_pipeline_refuses_bad_input_with_status_2_before_any_ray_start(tmp_path, capsys, args, message):
+    import ray
+
+    from conftest import REPO
+
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--config", str(REPO / "configs" / "tiny.yaml"), *args, "--output-dir", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "stages").exists()
+
+
+def test_jobs_distill_py_prints_no_traceback_on_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", "train.epochs=zero",
+                           "--output-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("kddocre distill: command-line override: train.epochs: Value 'zero' of type 'str' "
+                                   "could not be converted to Integer")

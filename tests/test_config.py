@@ -1,10 +1,12 @@
 """Config: YAML + `extends` + dotted overrides; unknown keys and bad choices fail loudly."""
+import re
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from kddocre_ray.config import from_dict, load_config, to_dict
+from kddocre_ray.errors import InputError
 
 CONFIGS = REPO / "configs"
 
@@ -72,3 +74,22 @@ def test_round_trip_through_dict():
 def test_chunk_overlap_must_fit_the_window():
     with pytest.raises(ValueError, match="chunk_overlap"):
         load_config(CONFIGS / "tiny.yaml", ["model.max_length=128"])  # overlap 128 >= window 126
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.gamma=-0.5", "loss.gamma=-0.5 must be >= 0"), ("train.epochs=0", "train.epochs=0 must be >= 1"),
+    ("train.batch_size=0", "train.batch_size=0 must be >= 1"), ("scale.num_workers=0", "must be >= 1"),
+    ("soft_labels.pool_size=0", "soft_labels.pool_size=0 must be >= 1"), ("train.head_lr=-1e-4", "must be >= 0"),
+    ("distill.temperature=0", "distill.temperature=0.0 must be > 0"), ("train.warmup_ratio=1.5", "must be <= 1"),
+    ("pipeline.finetune_epochs=0", "pipeline.finetune_epochs=0 must be >= 1"), ("model.num_labels=0", "-1 (no limit)"),
+])
+def test_numbers_out_of_range_are_refused_naming_key_and_value(override, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_config(CONFIGS / "tiny.yaml", [override])
+
+
+def test_the_edges_of_each_range_are_allowed():
+    """A learning rate of 0 freezes (the sweep tests use it), -1 labels means no limit, 0 steps no cap."""
+    conf = load_config(CONFIGS / "tiny.yaml", ["train.encoder_lr=0", "train.head_lr=0", "model.num_labels=-1",
+                                               "train.max_steps=0", "loss.gamma=0", "train.warmup_ratio=1"])
+    assert conf.train.head_lr == 0 and conf.model.num_labels == -1

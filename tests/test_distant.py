@@ -7,6 +7,7 @@ import pytest
 
 from kddocre_ray.data.distant import DistantStats, distant_label, load_facts
 from kddocre_ray.data.docred import load_schema, read_docs, validate_doc
+from kddocre_ray.errors import InputError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -61,7 +62,7 @@ def test_load_facts(tmp_path):
     path.write_text(json.dumps([["a", "b", "P1"], ["a", "b", "P1"], ["b", "a", "P2"]]))
     assert load_facts(path) == {("a", "b", "P1"), ("b", "a", "P2")}
     path.write_text(json.dumps([["a", "b"]]))
-    with pytest.raises(ValueError, match="f.fact: fact 0"):
+    with pytest.raises(InputError, match=r'f.fact: fact 0: expected \[head name, tail name, relation id\], got \["a", "b"\]'):
         load_facts(path)
 
 

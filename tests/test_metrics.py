@@ -10,7 +10,6 @@ from kddocre_ray.metrics import (
     frequent_relations,
     infer_f1,
     official_scores,
-    read_fact_file,
     relation_subset_f1,
     train_facts,
 )
@@ -83,7 +82,9 @@ def test_train_facts_cross_all_mention_names(tmp_path):
     assert len(facts) == 5  # 2 + 1 + 2
     path = tmp_path / "train_annotated.fact"
     path.write_text(json.dumps([list(f) for f in facts]))
-    assert read_fact_file(str(path)) == facts
+    from kddocre_ray.data.distant import load_facts
+
+    assert load_facts(str(path)) == facts
 
 
 def test_frequent_relations_breaks_ties_by_id():

@@ -6,11 +6,13 @@ names form a known fact. The labels are noisy and sparse by construction.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..errors import InputError
 from ..storage import read_json
 
 Fact = tuple[str, str, str]  # (head name, tail name, relation id)
@@ -27,14 +29,16 @@ class DistantStats:
 
 
 def load_facts(path: str | os.PathLike) -> set[Fact]:
-    """Read a JSON list of ``[head name, tail name, relation id]`` facts."""
+    """Read a fact file: a JSON list of ``[head name, tail name, relation id]`` (DocRED's
+    ``ref/train_annotated.fact``); the one reader of fact files, for distant labels and Ign F1."""
     data = read_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of facts")
+        raise InputError(f"expected a JSON list of facts, got {type(data).__name__}", path=path)
     facts = set()
     for i, fact in enumerate(data):
         if not (isinstance(fact, list) and len(fact) == 3 and all(isinstance(x, str) for x in fact)):
-            raise ValueError(f"{path}: fact {i}: expected [head name, tail name, relation id], got {fact!r}")
+            raise InputError(f"expected [head name, tail name, relation id], got {json.dumps(fact)}", path=path,
+                             index=i, what="fact")
         facts.add(tuple(fact))
     return facts
 

@@ -24,6 +24,7 @@ from ..checkpoint import point_to
 from ..cluster import init_ray, submitted_job
 from ..config import Config, actor_threads, flatten, path_values, to_dict, to_yaml
 from ..data.docred import load_schema
+from ..errors import InputError
 from ..evaluation import format_metrics
 from ..storage import is_remote, location, read_json, upload, write_json
 from ..train.run import run_train
@@ -41,7 +42,7 @@ def check_inputs(conf: Config) -> None:
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}{hint}")
     if (submitted_job() and not is_remote(conf.output_dir)
             and Path(conf.output_dir).resolve().is_relative_to(Path.cwd().resolve())):
-        raise ValueError(
+        raise InputError(
             f"output_dir={conf.output_dir} is inside the job's working directory, Ray's temporary copy of the "
             "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
 

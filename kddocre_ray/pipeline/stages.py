@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import layout
 from ..config import KD, Config, DistillConfig, InitFrom, PipelineConfig
+from ..errors import InputError
 from ..fingerprint import code_version, digest, path_digest, result_values
 from ..storage import Location, RemotePath, location, read_json, rmtree, write_json
 
@@ -145,9 +146,9 @@ def plan(conf: Config, until: str | None = None) -> list[Stage]:
     stages 1-2 are left out."""
     d, p = conf.distill, conf.pipeline
     if until is not None and until not in STAGES:
-        raise ValueError(f"no pipeline stage {until!r}; the stages are {STAGES}")
+        raise InputError(f"no pipeline stage {until!r}; the stages are {STAGES}")
     if d.kd == KD.none and until in ("teacher", "soft_labels"):
-        raise ValueError(f"distill.kd=none (NA) has no {until} stage")
+        raise InputError(f"distill.kd=none (NA) has no {until} stage")
     stages_dir = location(conf.output_dir) / layout.STAGES
     configs = stage_configs(conf)
     out: list[Stage] = []
@@ -156,7 +157,7 @@ def plan(conf: Config, until: str | None = None) -> list[Stage]:
         if until == "teacher":
             return out
     if not p.corpus:
-        raise ValueError("pipeline.corpus is not set: the pipeline needs a distantly labelled corpus "
+        raise InputError("pipeline.corpus is not set: the pipeline needs a distantly labelled corpus "
                          "(DocRED JSON, e.g. from `kddocre distant`)")
     ingest_values = {"corpus": path_digest(p.corpus), "encoder": encoder_identity(conf.model.encoder),
                      "rel_info": path_digest(conf.data.rel_info), "skip_bad_docs": conf.data.skip_bad_docs,

@@ -26,6 +26,7 @@ from .. import layout
 from ..config import Config, to_dict, to_yaml, worker_cpus
 from ..data.docred import load_schema
 from ..data.splits import load_split
+from ..errors import InputError
 from ..evaluation import Reference, format_metrics
 from ..fingerprint import changed_keys, digest, result_values
 from ..inference import Predictor
@@ -48,7 +49,7 @@ def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
     if (run_dir / layout.FINGERPRINT).exists():
         changed = changed_keys(read_json(run_dir / layout.FINGERPRINT), values)
         if changed:
-            raise ValueError(f"{run_dir} is an unfinished run started with another config; resuming it would mix "
+            raise InputError(f"{run_dir} is an unfinished run started with another config; resuming it would mix "
                              f"two settings. Changed: {'; '.join(changed)}. Rerun with the same settings to resume, "
                              f"or pick another name= or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
