@@ -6,6 +6,7 @@ unexpected weight is an error, never a silently random layer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -20,6 +21,7 @@ from .model.docre import DocREModel
 from .storage import local_copy, location, read_json, write_json
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
+CHECKSUMS = "checksums.json"  # size and sha256 of every file save_model wrote, recorded as it wrote them
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -47,6 +49,38 @@ def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: R
     tokenizer.save_pretrained(path / ENCODER)
     (path / CONFIG).write_text(json.dumps(to_dict(conf), indent=2))
     (path / SCHEMA).write_text(json.dumps({"relations": list(schema.relations), "names": schema.names}, indent=2))
+    files = [path / WEIGHTS, path / CONFIG, path / SCHEMA, *sorted(p for p in (path / ENCODER).rglob("*") if p.is_file())]
+    (path / CHECKSUMS).write_text(json.dumps(
+        {str(f.relative_to(path)): {"size": f.stat().st_size, "sha256": _sha256(f)} for f in files}, indent=2))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: str | Path, names: list[str] | None = None) -> int:
+    """Check the files of a checkpoint folder (those in `names`, else all) against the sizes and
+    digests recorded when it was saved; returns how many were checked (0: a checkpoint from before
+    checksums were recorded). A missing, truncated or edited file is an InputError naming it."""
+    path = Path(path)
+    if not (path / CHECKSUMS).is_file():
+        return 0
+    recorded = json.loads((path / CHECKSUMS).read_text())
+    for name in names if names is not None else sorted(recorded):
+        want, file = recorded[name], path / name
+        if not file.is_file():
+            raise InputError("missing, though the checkpoint was saved with it", path=file)
+        size = file.stat().st_size
+        if size != want["size"]:
+            raise InputError(f"{size} bytes, but {want['size']} were written at save time (truncated or replaced)",
+                             path=file)
+        if _sha256(file) != want["sha256"]:
+            raise InputError("its sha256 differs from the one recorded at save time (edited or corrupt)", path=file)
+    return len(names) if names is not None else len(recorded)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DocREModel, Config, RelSchema, object]:
@@ -75,6 +109,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = resolve_checkpoint(path)
     if not (path / WEIGHTS).exists():
         raise InputError(f"not a kddocre checkpoint (no {WEIGHTS})", path=path)
+    verify(path, [WEIGHTS])
     try:
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's words for a truncated or edited file

@@ -1,4 +1,4 @@
-"""`kddocre`: train, distill, sweep, track, evaluate, predict and build distant corpora from the command line."""
+"""`kddocre`: train, distill, sweep, track, evaluate, predict, verify and build distant corpora from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +117,17 @@ def _predict(args) -> None:
     preds = predictor.predict_docs(docs)
     write_json(preds, args.out)
     print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")
+
+
+def _verify(args) -> None:
+    from .checkpoint import CHECKSUMS, resolve_checkpoint, verify
+
+    folder = resolve_checkpoint(args.path)
+    checked = verify(folder)
+    if not checked:
+        raise InputError(f"no {CHECKSUMS}: not a checkpoint, or one saved before checksums were recorded",
+                         path=folder)
+    print(f"{folder}: {checked} files match the sizes and sha256 digests recorded when it was saved")
 
 
 def _distant(args) -> None:
@@ -265,6 +276,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
     r.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     r.set_defaults(func=_predict)
+
+    v = sub.add_parser("verify", help="check a model's files against the sizes and digests recorded when it was saved",
+                       description="Read every file of a checkpoint (a run folder's, or the model a pipeline's run "
+                                   "folder names) and compare its size and sha256 with those written beside it at save "
+                                   "time. Loading a checkpoint checks its weights the same way; this checks them all.")
+    v.add_argument("path", help="run folder, pipeline run folder or checkpoint folder")
+    v.set_defaults(func=_verify)
 
     d = sub.add_parser("distant", help="label documents by knowledge-base name matching (distant supervision)",
                        description="For every ordered entity pair (h, t) label relation r when some mention name "

@@ -1,6 +1,8 @@
-"""The checkpoint door (`kddocre predict` / `evaluate --checkpoint`): a truncated or edited
-`model.pt`, weights that do not fit the model its files describe, or a folder that is no
-checkpoint end with status 2 and a message naming the file, never a torch traceback."""
+"""The checkpoint door (`kddocre predict` / `evaluate --checkpoint`, `kddocre verify`): a
+truncated, replaced or edited `model.pt` (caught by the size and sha256 recorded at save time, or,
+in a checkpoint saved without them, by torch), weights that do not fit the model its files
+describe, or a folder that is no checkpoint end with status 2 and a message naming the file,
+never a torch traceback and never a silent read."""
 import json
 import shutil
 
@@ -43,6 +45,25 @@ def truncate(folder):
     (folder / "model.pt").write_bytes(data[: len(data) // 2])
 
 
+def edit_a_weight(folder):
+    """A valid torch file of the same size: only the recorded digest tells it apart."""
+    import torch
+
+    state = torch.load(folder / "model.pt", weights_only=True)
+    name = next(iter(state))
+    state[name] = state[name] + 1
+    torch.save(state, folder / "model.pt")
+    assert (folder / "model.pt").stat().st_size == json.loads((folder / "checksums.json").read_text())["model.pt"]["size"]
+
+
+def without_checksums(edit):
+    """A checkpoint saved before checksums were recorded: torch's own error is the last line of defence."""
+    def apply(folder):
+        (folder / "checksums.json").unlink()
+        edit(folder)
+    return apply
+
+
 def drop_a_relation(folder):
     schema = json.loads((folder / "relations.json").read_text())
     schema["relations"] = schema["relations"][:-1]
@@ -50,14 +71,18 @@ def drop_a_relation(folder):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (truncate, "model.pt: not readable as model weights, truncated or corrupt"),
-    (lambda f: (f / "model.pt").write_bytes(b"not a zip"), "model.pt: not readable as model weights"),
+    (truncate, "model.pt: {} bytes, but {} were written at save time (truncated or replaced)"),
+    (edit_a_weight, "model.pt: its sha256 differs from the one recorded at save time (edited or corrupt)"),
+    (without_checksums(truncate), "model.pt: not readable as model weights, truncated or corrupt"),
+    (without_checksums(lambda f: (f / "model.pt").write_bytes(b"not a zip")), "model.pt: not readable as model weights"),
     (drop_a_relation, "model.pt: the weights do not fit the model that config.json, relations.json and encoder/ "
                       "describe"),
     (lambda f: (f / "model.pt").unlink(), "checkpoint: not a kddocre checkpoint (no model.pt)"),
-], ids=["truncated", "not-torch", "schema-mismatch", "missing-weights"])
+], ids=["truncated", "edited", "truncated-old", "not-torch-old", "schema-mismatch", "missing-weights"])
 def test_a_bad_checkpoint_ends_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
     folder = broken_copy(checkpoint, tmp_path, edit)
+    if "{}" in expected:
+        expected = expected.format((folder / "model.pt").stat().st_size, (checkpoint / "model.pt").stat().st_size)
     with pytest.raises(SystemExit) as e:
         main(predict(folder, tmp_path))
     err = capsys.readouterr().err
@@ -68,3 +93,15 @@ def test_a_bad_checkpoint_ends_with_status_2_naming_the_file(checkpoint, tmp_pat
 def test_the_intact_checkpoint_predicts(checkpoint, tmp_path, capsys):
     main(predict(checkpoint, tmp_path))
     assert isinstance(json.loads((tmp_path / "pred.json").read_text()), list)
+
+
+def test_verify_checks_every_file_recorded_at_save_time(checkpoint, tmp_path, capsys):
+    recorded = json.loads((checkpoint / "checksums.json").read_text())
+    assert {"model.pt", "config.json", "relations.json"} <= set(recorded)
+    assert any(name.startswith("encoder/") for name in recorded)
+    main(["verify", str(checkpoint)])
+    assert f"{len(recorded)} files match" in capsys.readouterr().out
+    folder = broken_copy(checkpoint, tmp_path, lambda f: (f / "encoder" / "config.json").write_text("{}"))
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(folder)])
+    assert e.value.code == 2 and "encoder/config.json: 2 bytes, but" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def test_distant_command_gives_benchmark_counts(tmp_path, capsys):
 
 
 def test_help_explains_every_command(capsys):
-    for cmd in ([], ["train"], ["evaluate"], ["predict"], ["distant"]):
+    for cmd in ([], ["train"], ["evaluate"], ["predict"], ["verify"], ["distant"]):
         with pytest.raises(SystemExit):
             parser().parse_args([*cmd, "--help"])
         assert "usage: kddocre" in capsys.readouterr().out
