@@ -6,7 +6,6 @@ unexpected weight is an error, never a silently random layer.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -18,7 +17,7 @@ from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
 from .errors import InputError
 from .model.docre import DocREModel
-from .storage import local_copy, location, read_json, write_json
+from .storage import local_copy, location, read_json, sha256_file, write_json
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
 CHECKSUMS = "checksums.json"  # size and sha256 of every file save_model wrote, recorded as it wrote them
@@ -51,15 +50,7 @@ def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: R
     (path / SCHEMA).write_text(json.dumps({"relations": list(schema.relations), "names": schema.names}, indent=2))
     files = [path / WEIGHTS, path / CONFIG, path / SCHEMA, *sorted(p for p in (path / ENCODER).rglob("*") if p.is_file())]
     (path / CHECKSUMS).write_text(json.dumps(
-        {str(f.relative_to(path)): {"size": f.stat().st_size, "sha256": _sha256(f)} for f in files}, indent=2))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        {str(f.relative_to(path)): {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in files}, indent=2))
 
 
 def verify(path: str | Path, names: list[str] | None = None) -> int:
@@ -78,7 +69,7 @@ def verify(path: str | Path, names: list[str] | None = None) -> int:
         if size != want["size"]:
             raise InputError(f"{size} bytes, but {want['size']} were written at save time (truncated or replaced)",
                              path=file)
-        if _sha256(file) != want["sha256"]:
+        if sha256_file(file) != want["sha256"]:
             raise InputError("its sha256 differs from the one recorded at save time (edited or corrupt)", path=file)
     return len(names) if names is not None else len(recorded)
 

@@ -232,16 +232,20 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _cores_each(processes: int) -> int:
+    """This machine's cores shared out evenly, so that the processes never oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def worker_cpus(scale: ScaleConfig) -> int:
-    """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly,
-    so that workers never oversubscribe the cores."""
-    return scale.cpus_per_worker or max(1, (os.cpu_count() or 1) // scale.num_workers)
+    """CPUs (and torch threads) per worker: as set, or this machine's cores shared out evenly."""
+    return scale.cpus_per_worker or _cores_each(scale.num_workers)
 
 
 def actor_threads(scale: ScaleConfig, pool_size: int) -> int:
     """Torch threads per teacher actor of the soft-label stage: a GPU actor runs like a training
     worker; CPU actors share this machine's cores out evenly."""
-    return worker_cpus(scale) if scale.use_gpu else max(1, (os.cpu_count() or 1) // pool_size)
+    return worker_cpus(scale) if scale.use_gpu else _cores_each(pool_size)
 
 
 @dataclass
@@ -325,9 +329,9 @@ def _check(conf: Config, where: str) -> None:
     if not 0 <= m.chunk_overlap < m.max_length - 2:
         raise InputError(f"{where}: model.chunk_overlap={m.chunk_overlap} must be in [0, "
                          f"model.max_length - 2 = {m.max_length - 2})")
-    if m.emb_size % m.block_size or m.bilinear_chunk < 1:
+    if m.emb_size % m.block_size:  # bilinear_chunk >= 1 is in AT_LEAST
         raise InputError(f"{where}: model.emb_size={m.emb_size} must be a multiple of "
-                         f"model.block_size={m.block_size}, and model.bilinear_chunk >= 1")
+                         f"model.block_size={m.block_size}")
 
 
 def with_values(conf: Config, values: dict[str, Any], where: str = "override") -> Config:

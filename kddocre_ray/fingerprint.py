@@ -16,7 +16,7 @@ from typing import Any
 
 from . import layout
 from .config import PATH_KEYS, Config, flatten, to_dict
-from .storage import RemotePath, local_copy, location
+from .storage import RemotePath, local_copy, location, sha256_file
 
 # Keys that name where things go or how fast they run, never what a run computes. The worker
 # count is not here: it changes the global batch.
@@ -66,11 +66,7 @@ def _stamp(p: Path) -> tuple[int, int]:
 @lru_cache(maxsize=256)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     """Cached by (path, size, mtime): a large corpus is read once per process."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def result_values(conf: Config, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

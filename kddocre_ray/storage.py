@@ -258,6 +258,15 @@ def on_disk(path: Location) -> Iterator[Path]:
         yield local
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a local file's bytes (hex), read a block at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_dir(kind: str) -> Path:
     """This node's cache folder for one kind of thing (`remote` copies, an unpacked encoder):
     under KDDOCRE_CACHE, else ~/.cache/kddocre."""

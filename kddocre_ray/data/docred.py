@@ -79,7 +79,7 @@ class DocError(InputError):
         return DocError(self.field, self.message, path=path, index=index, title=self.title)
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -116,13 +116,13 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
                 fail(at, "expected a mention object")
             for key, ok, kind in (("name", isinstance(mention.get("name"), str), "a string"),
                                   ("type", isinstance(mention.get("type"), str), "a string"),
-                                  ("sent_id", _is_int(mention.get("sent_id")), "an integer")):
+                                  ("sent_id", is_int(mention.get("sent_id")), "an integer")):
                 if not ok:
                     fail(f"{at}.{key}", "missing" if key not in mention else f"expected {kind}")
             sid, pos = mention["sent_id"], mention.get("pos")
             if not 0 <= sid < len(sents):
                 fail(f"{at}.sent_id", f"sentence {sid} out of range (document has {len(sents)})")
-            if not (isinstance(pos, list) and len(pos) == 2 and all(map(_is_int, pos))):
+            if not (isinstance(pos, list) and len(pos) == 2 and all(map(is_int, pos))):
                 fail(f"{at}.pos", "missing" if "pos" not in mention else "expected [start, end] integers")
             start, end = pos
             if start >= end:
@@ -143,7 +143,7 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
         for key in ("h", "t"):
             if key not in label:
                 fail(f"{at}.{key}", "missing")
-            if not _is_int(label[key]):
+            if not is_int(label[key]):
                 fail(f"{at}.{key}", "expected an integer entity index")
             if not 0 <= label[key] < len(entities):
                 fail(f"{at}.{key}", f"entity {label[key]} out of range (document has {len(entities)})")
@@ -154,7 +154,7 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
         if label["r"] not in known:
             fail(f"{at}.r", f"unknown relation {label['r']!r}")
         evidence = label.get("evidence", [])
-        if not isinstance(evidence, list) or not all(map(_is_int, evidence)):
+        if not isinstance(evidence, list) or not all(map(is_int, evidence)):
             fail(f"{at}.evidence", "expected a list of sentence ids")
         for s in evidence:
             if not 0 <= s < len(sents):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from .docred import RelSchema
+from .docred import RelSchema, is_int
 
 KEYS = ("title", "h_idx", "t_idx", "r")
 SHOWN = 3  # bad entries named in the error; the rest are counted
@@ -29,10 +29,6 @@ class Checked:
     duplicates: int = 0  # entries repeating an earlier (title, h_idx, t_idx, r)
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def entry_problem(p: Any, docs: dict[str, dict], schema: RelSchema) -> tuple[str, str | None, str] | None:
     """(kind, field, what is wrong) of the first problem of one entry, or None."""
     if not isinstance(p, dict):
@@ -43,12 +39,12 @@ def entry_problem(p: Any, docs: dict[str, dict], schema: RelSchema) -> tuple[str
     if not isinstance(p["title"], str):
         return "wrong type", "title", f"expected a string, got {json.dumps(p['title'])}"
     for key in ("h_idx", "t_idx"):
-        if not _is_int(p[key]):
+        if not is_int(p[key]):
             return "wrong type", key, f"expected an integer entity index, got {json.dumps(p[key])}"
     if not isinstance(p["r"], str):
         return "wrong type", "r", f"expected a relation id (string), got {json.dumps(p['r'])}"
     evidence = p.get("evidence", [])
-    if not isinstance(evidence, list) or not all(_is_int(s) for s in evidence):
+    if not isinstance(evidence, list) or not all(is_int(s) for s in evidence):
         return "wrong type", "evidence", f"expected a list of sentence ids, got {json.dumps(evidence)}"
     doc = docs.get(p["title"])
     if doc is None:
