@@ -219,6 +219,23 @@ def mlflow_server(tmp_path_factory):
         server.stop()
 
 
+def assert_checkpoint_reproduces_its_probe(ckpt: Path) -> None:
+    """The checkpoint's reloaded weights give the logits its probe document had in the workers that
+    saved it (probe.pt): what was trained is what was kept."""
+    import torch
+
+    from kddocre_ray.checkpoint import load_model
+    from kddocre_ray.data.features import doc_features
+
+    model, _, schema, tokenizer = load_model(ckpt)
+    probe = torch.load(ckpt / "probe.pt", weights_only=True)
+    train = json.loads((SAMPLE / "train.json").read_text())
+    doc = next(d for d in train if d["title"] == probe["title"])
+    with torch.no_grad():
+        logits = model([doc_features(doc, tokenizer, schema)])
+    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+
+
 def kill_when(cmd: list[str], ready, what: str, timeout: float = 300) -> None:
     """Run `cmd` from the repo root in its own process group and SIGKILL the whole group (the
     driver and its local Ray cluster) as soon as `ready()` holds; fails if it never does."""

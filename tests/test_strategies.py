@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, assert_checkpoint_reproduces_its_probe
 from kddocre_ray.config import TrainConfig, load_config
 from kddocre_ray.train.strategy import deepspeed_config, make_optimizer
 
@@ -50,8 +50,6 @@ def test_optimizer_is_fused_adamw_with_encoder_and_head_learning_rates():
 def test_two_workers_train_and_checkpoint_reproduces_the_model(strategy, tmp_path):
     import ray
 
-    from kddocre_ray.checkpoint import load_model
-    from kddocre_ray.data.features import doc_features
     from kddocre_ray.train.run import run_train
 
     conf = load_config(REPO / "configs" / "tiny.yaml", [
@@ -65,14 +63,7 @@ def test_two_workers_train_and_checkpoint_reproduces_the_model(strategy, tmp_pat
     assert losses[1] < losses[0]
     assert [h["step"] for h in metrics["history"]] == [2, 4]  # 16 docs / (batch 4 x 2 workers)
 
-    ckpt = tmp_path / "s" / "checkpoint"
-    model, conf, schema, tokenizer = load_model(ckpt)
-    probe = torch.load(ckpt / "probe.pt", weights_only=True)
-    train = json.loads((REPO / "kddocre_ray" / "sample" / "train.json").read_text())
-    doc = next(d for d in train if d["title"] == probe["title"])
-    with torch.no_grad():
-        logits = model([doc_features(doc, tokenizer, schema)])
-    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    assert_checkpoint_reproduces_its_probe(tmp_path / "s" / "checkpoint")
 
 
 def test_deepspeed_file_that_forces_another_precision_is_refused(tmp_path):

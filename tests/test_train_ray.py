@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, kill_when
+from conftest import REPO, TINY, assert_checkpoint_reproduces_its_probe, kill_when
 from kddocre_ray.cli import main
 from kddocre_ray.config import read_resolved
 
@@ -104,11 +104,6 @@ def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path
     finishes all epochs, in the MLflow run it had opened. Two workers train (16 documents, batch
     4: 2 steps per epoch on each), the loss falls, and the kept checkpoint reproduces the model
     they trained: its reloaded weights give the logits its probe document had in the workers."""
-    import torch
-
-    from kddocre_ray.checkpoint import load_model
-    from kddocre_ray.data.features import doc_features
-
     cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
            *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=16", "train.epochs=3",
            f"output_dir={tmp_path}", "name=r"]
@@ -135,11 +130,4 @@ def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2, 3]
 
-    ckpt = tmp_path / "r" / "checkpoint"
-    model, _, schema, tokenizer = load_model(ckpt)
-    probe = torch.load(ckpt / "probe.pt", weights_only=True)
-    train = json.loads((REPO / "kddocre_ray" / "sample" / "train.json").read_text())
-    doc = next(d for d in train if d["title"] == probe["title"])
-    with torch.no_grad():
-        logits = model([doc_features(doc, tokenizer, schema)])
-    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    assert_checkpoint_reproduces_its_probe(tmp_path / "r" / "checkpoint")
