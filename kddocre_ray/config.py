@@ -6,6 +6,9 @@ YAML file or on the command line fails loudly instead of silently training the w
 from __future__ import annotations
 
 import os
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,6 +18,13 @@ from omegaconf import MISSING, OmegaConf
 
 from .errors import InputError
 from .storage import location, resolve
+
+
+def path_field(default: Any = None) -> Any:
+    """A config field whose value is a file or folder (local or an object-store URI): made absolute
+    at load time (Ray workers run in other directories), fingerprinted by content
+    (fingerprint.py), and checked to exist before a pipeline starts. PATH_KEYS lists them."""
+    return field(default=default, metadata={"path": True})
 
 
 class Choice(str, Enum):
@@ -73,24 +83,24 @@ class SweepScheduler(Choice):
 class DataSource:
     """A DocRED-format file, optionally a slice [start, end) of its documents in file order."""
 
-    path: str = MISSING
+    path: str = path_field(MISSING)
     start: int = 0
     end: int | None = None
 
 
 @dataclass
 class DataConfig:
-    rel_info: str = MISSING  # rel_info.json (DocRED) or rel2id.json (ATLOP)
+    rel_info: str = path_field(MISSING)  # rel_info.json (DocRED) or rel2id.json (ATLOP)
     train: DataSource = field(default_factory=DataSource)
     dev: DataSource | None = None
     test: DataSource | None = None
     # Fact file ([h_name, t_name, r] triples) for Ign F1; default: the facts of the train split.
-    train_facts: str | None = None
+    train_facts: str | None = path_field()
     skip_bad_docs: bool = False
     # Featurized Parquet rows (the pipeline's ingest or soft-label stage): when set, the training
     # documents stream from here through Ray Data instead of `train`, which then only supplies
     # the Ign facts and the probe document.
-    train_rows: str | None = None
+    train_rows: str | None = path_field()
 
 
 @dataclass
@@ -131,10 +141,10 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests); 0 = no limit
     eval_batch_size: int = 8
     strategy: StrategyName = StrategyName.ddp
-    deepspeed_config: str | None = None  # JSON file, e.g. configs/deepspeed/zero2.json
+    deepspeed_config: str | None = path_field()  # JSON file, e.g. configs/deepspeed/zero2.json
     # A checkpoint folder (or run folder) whose weights start this run: weights only, with a
     # fresh optimizer and schedule (fine-tuning a pretrained student). Not the same as resuming.
-    init_from: str | None = None
+    init_from: str | None = path_field()
 
 
 @dataclass
@@ -155,7 +165,7 @@ class DistillConfig:
     kd: KD = KD.mse
     weight: float = 1.0
     temperature: float = 1.0  # KL's temperature
-    teacher: str | None = None
+    teacher: str | None = path_field()
 
 
 @dataclass
@@ -163,10 +173,10 @@ class PipelineConfig:
     """The pipeline's stage schedule (`jobs/distill.py`), what changes which stages run and
     their configs: the student pretrains on `corpus`, then is fine-tuned on `data.train`."""
 
-    corpus: str | None = None  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
+    corpus: str | None = path_field()  # distantly labelled DocRED JSON (.json / .json.gz), e.g. from `kddocre distant`
     # A fact file ([h_name, t_name, r] triples): when set, the corpus is labelled at ingest by
     # knowledge-base name matching, as `kddocre distant` does (its own labels are replaced).
-    facts: str | None = None
+    facts: str | None = path_field()
     rows_per_shard: int = 1000  # documents per Parquet shard of the ingested corpus
     window: int = 256  # rows a student worker holds at once to form length-grouped batches
     # Student pretraining on the corpus; unset learning rates are train.encoder_lr / head_lr.
@@ -182,7 +192,7 @@ class PipelineConfig:
     # teacher's: e.g. a teacher on one GPU, students on four with DeepSpeed. Unset = scale / train.
     student_workers: int | None = None
     student_strategy: StrategyName | None = None
-    student_deepspeed_config: str | None = None
+    student_deepspeed_config: str | None = path_field()
 
 
 @dataclass
@@ -368,12 +378,20 @@ def _yaml_chain(path: Path) -> list[Path]:
     return chain
 
 
-# Keys whose value is a file or folder: made absolute at load time (Ray workers run in other
-# directories), fingerprinted by content (fingerprint.py). Those that may name a stage folder or
-# an object store stay URIs.
-PATH_KEYS = ("data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
-             "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "pipeline.corpus",
-             "pipeline.facts", "pipeline.student_deepspeed_config")
+def _path_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """The dotted names of the fields declared with `path_field`, in declaration order."""
+    hints, out = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("path"):
+            out.append(prefix + f.name)
+        hint = hints[f.name]
+        for t in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
+            if dataclasses.is_dataclass(t):
+                out.extend(_path_keys(t, f"{prefix}{f.name}."))
+    return tuple(out)
+
+
+PATH_KEYS = _path_keys(Config)
 
 
 def path_values(conf: Config) -> dict[str, str]:

@@ -93,3 +93,32 @@ def test_the_edges_of_each_range_are_allowed():
     conf = load_config(CONFIGS / "tiny.yaml", ["train.encoder_lr=0", "train.head_lr=0", "model.num_labels=-1",
                                                "train.max_steps=0", "loss.gamma=0", "train.warmup_ratio=1"])
     assert conf.train.head_lr == 0 and conf.model.num_labels == -1
+
+
+def test_path_keys_come_from_the_fields_marked_as_paths():
+    """One declaration (`path_field`) drives absolute paths, fingerprints and the input check:
+    every marked key, nested sections and optional ones included, and no other."""
+    from dataclasses import dataclass, field
+
+    from kddocre_ray.config import PATH_KEYS, DataSource, _path_keys, path_field
+
+    assert set(PATH_KEYS) == {
+        "data.rel_info", "data.train.path", "data.dev.path", "data.test.path", "data.train_facts",
+        "data.train_rows", "train.deepspeed_config", "train.init_from", "distill.teacher", "pipeline.corpus",
+        "pipeline.facts", "pipeline.student_deepspeed_config"}
+
+    @dataclass
+    class Section:
+        a: str | None = path_field()
+        b: int = 0
+        src: DataSource | None = None
+        inner: DataSource = field(default_factory=DataSource)
+
+    assert _path_keys(Section) == ("a", "src.path", "inner.path")
+
+
+def test_relative_paths_are_made_absolute_and_uris_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = load_config(CONFIGS / "tiny.yaml", ["pipeline.corpus=corpus.json", "distill.teacher=mock://b/teacher"])
+    assert conf.pipeline.corpus == str(tmp_path / "corpus.json")
+    assert conf.distill.teacher == "mock://b/teacher"
