@@ -17,7 +17,7 @@ from .config import Config, from_dict, to_dict
 from .data.docred import RelSchema
 from .errors import InputError
 from .model.docre import DocREModel
-from .storage import local_copy, location, read_json, sha256_file, write_json
+from .storage import check_files, file_record, files_under, local_copy, location, read_json, write_json
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
 CHECKSUMS = "checksums.json"  # size and sha256 of every file save_model wrote, recorded as it wrote them
@@ -48,9 +48,8 @@ def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: R
     tokenizer.save_pretrained(path / ENCODER)
     (path / CONFIG).write_text(json.dumps(to_dict(conf), indent=2))
     (path / SCHEMA).write_text(json.dumps({"relations": list(schema.relations), "names": schema.names}, indent=2))
-    files = [path / WEIGHTS, path / CONFIG, path / SCHEMA, *sorted(p for p in (path / ENCODER).rglob("*") if p.is_file())]
-    (path / CHECKSUMS).write_text(json.dumps(
-        {str(f.relative_to(path)): {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in files}, indent=2))
+    files = [WEIGHTS, CONFIG, SCHEMA, *files_under(path, [ENCODER])]
+    (path / CHECKSUMS).write_text(json.dumps(file_record(path, files), indent=2))
 
 
 def verify(path: str | Path, names: list[str] | None = None) -> int:
@@ -60,18 +59,18 @@ def verify(path: str | Path, names: list[str] | None = None) -> int:
     path = Path(path)
     if not (path / CHECKSUMS).is_file():
         return 0
-    recorded = json.loads((path / CHECKSUMS).read_text())
-    for name in names if names is not None else sorted(recorded):
-        want, file = recorded[name], path / name
-        if not file.is_file():
-            raise InputError("missing, though the checkpoint was saved with it", path=file)
-        size = file.stat().st_size
-        if size != want["size"]:
-            raise InputError(f"{size} bytes, but {want['size']} were written at save time (truncated or replaced)",
-                             path=file)
-        if sha256_file(file) != want["sha256"]:
-            raise InputError("its sha256 differs from the one recorded at save time (edited or corrupt)", path=file)
-    return len(names) if names is not None else len(recorded)
+    recorded = read_json(path / CHECKSUMS)
+    if not isinstance(recorded, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= v.keys()
+                                                 for v in recorded.values()):
+        raise InputError("not a checksum table ({file: {size, sha256}})", path=path / CHECKSUMS)
+    unknown = sorted(set(names or ()) - recorded.keys())
+    if unknown:
+        raise InputError(f"has no entry for {unknown}", path=path / CHECKSUMS)
+    wanted = {n: recorded[n] for n in names} if names is not None else recorded
+    for name, problem in check_files(path, wanted, digests=True)[:1]:
+        raise InputError(f"{problem}, though the checkpoint was saved with it" if problem == "missing" else problem,
+                         path=path / name)
+    return len(wanted)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DocREModel, Config, RelSchema, object]:

@@ -120,13 +120,28 @@ def _predict(args) -> None:
 
 
 def _verify(args) -> None:
+    """A pipeline's run folder: every stage it used; a stage folder: its manifest's files; else
+    a checkpoint (a run folder's, or a checkpoint folder)."""
+    from . import layout
     from .checkpoint import CHECKSUMS, resolve_checkpoint, verify
+    from .pipeline.stages import verify_pipeline, verify_stage
+    from .storage import location
 
-    folder = resolve_checkpoint(args.path)
+    path = location(args.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such folder")
+    if (path / layout.PIPELINE).is_file():
+        for folder, n in verify_pipeline(path):
+            print(f"{folder}: {n} files match their manifest's sizes and sha256 digests")
+        return
+    if (path / layout.MANIFEST).is_file():
+        print(f"{path}: {verify_stage(path)} files match their manifest's sizes and sha256 digests")
+        return
+    folder = resolve_checkpoint(path)
     checked = verify(folder)
     if not checked:
-        raise InputError(f"no {CHECKSUMS}: not a checkpoint, or one saved before checksums were recorded",
-                         path=folder)
+        raise InputError(f"no {CHECKSUMS} or {layout.MANIFEST}: not a checkpoint, stage or pipeline run folder, "
+                         "or one saved before checksums were recorded", path=folder)
     print(f"{folder}: {checked} files match the sizes and sha256 digests recorded when it was saved")
 
 
@@ -277,11 +292,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     r.set_defaults(func=_predict)
 
-    v = sub.add_parser("verify", help="check a model's files against the sizes and digests recorded when it was saved",
-                       description="Read every file of a checkpoint (a run folder's, or the model a pipeline's run "
-                                   "folder names) and compare its size and sha256 with those written beside it at save "
-                                   "time. Loading a checkpoint checks its weights the same way; this checks them all.")
-    v.add_argument("path", help="run folder, pipeline run folder or checkpoint folder")
+    v = sub.add_parser("verify", help="check a model's or a pipeline's files against the sizes and digests "
+                                      "recorded when they were written",
+                       description="Read every file of a pipeline's run folder (each stage it used: the soft labels, "
+                                   "the ingested rows, every checkpoint, the scores), of one stage folder, or of a "
+                                   "checkpoint (a run folder's, or a checkpoint folder), and compare its size and "
+                                   "sha256 with those recorded when it was written (manifest.json, checksums.json). "
+                                   "A rerun of the pipeline checks sizes only and rebuilds a damaged stage; loading "
+                                   "a checkpoint checks its weights' digest.")
+    v.add_argument("path", help="pipeline run folder, stage folder, run folder or checkpoint folder")
     v.set_defaults(func=_verify)
 
     d = sub.add_parser("distant", help="label documents by knowledge-base name matching (distant supervision)",

@@ -258,13 +258,53 @@ def on_disk(path: Location) -> Iterator[Path]:
         yield local
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 of a local file's bytes (hex), read a block at a time."""
+def sha256_file(path: str | os.PathLike | RemotePath) -> str:
+    """The sha256 of a file's bytes (hex), local or in an object store, read a block at a time."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    path = location(path)
+    with path.fs.open_input_stream(path._path) if isinstance(path, RemotePath) else open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_under(folder: Location, names: list[str] | None = None) -> list[str]:
+    """The files in `folder` (or in those of its entries named in `names`: files, folders,
+    or glob patterns such as "plots/*.png"), as sorted paths relative to it."""
+    folder = location(folder)
+    if isinstance(folder, RemotePath):
+        root = folder._path.rstrip("/") + "/"
+        infos = folder.fs.get_file_info(pafs.FileSelector(folder._path, recursive=True, allow_not_found=True))
+        every = [i.path[len(root):] for i in infos if i.type == pafs.FileType.File]
+    else:
+        every = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+    if names is None:
+        return sorted(every)
+    return sorted(f for f in every if any(f == n or f.startswith(n.rstrip("/") + "/") or fnmatch.fnmatch(f, n)
+                                          for n in names))
+
+
+def file_record(folder: Location, files: list[str]) -> dict[str, dict]:
+    """Size and sha256 of each of `files` (paths relative to `folder`), for a manifest to keep."""
+    folder = location(folder)
+    return {f: {"size": (folder / f).stat().st_size, "sha256": sha256_file(folder / f)} for f in files}
+
+
+def check_files(folder: Location, record: dict[str, dict], digests: bool = False) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each file of a `file_record` that is missing or of another size
+    now, and with `digests`, whose bytes differ; empty when all match. Sizes cost one listing,
+    digests read every byte."""
+    folder = location(folder)
+    problems = []
+    for name, want in sorted(record.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append((name, "missing"))
+        elif (size := path.stat().st_size) != want["size"]:
+            problems.append((name, f"{size} bytes, but {want['size']} were written (truncated or replaced)"))
+        elif digests and sha256_file(path) != want["sha256"]:
+            problems.append((name, "its sha256 differs from the one recorded when it was written (edited or corrupt)"))
+    return problems
 
 
 def cache_dir(kind: str) -> Path:

@@ -71,8 +71,8 @@ def drop_a_relation(folder):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (truncate, "model.pt: {} bytes, but {} were written at save time (truncated or replaced)"),
-    (edit_a_weight, "model.pt: its sha256 differs from the one recorded at save time (edited or corrupt)"),
+    (truncate, "model.pt: {} bytes, but {} were written (truncated or replaced)"),
+    (edit_a_weight, "model.pt: its sha256 differs from the one recorded when it was written (edited or corrupt)"),
     (without_checksums(truncate), "model.pt: not readable as model weights, truncated or corrupt"),
     (without_checksums(lambda f: (f / "model.pt").write_bytes(b"not a zip")), "model.pt: not readable as model weights"),
     (drop_a_relation, "model.pt: the weights do not fit the model that config.json, relations.json and encoder/ "

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -52,6 +53,12 @@ def test_every_stage_runs_and_commits_its_manifest(first):
     for name, folder in dirs.items():
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["stage"] == name and folder.name == f"{name}-{manifest['fingerprint']}"
+        # every output file with the size and digest it was written with
+        wanted = ({"checkpoint/model.pt", "checkpoint/checksums.json", "metrics.json"}
+                  if name in ("teacher", "student", "finetune") else {"part-00000.parquet"} if name == "ingest" else set())
+        assert wanted <= manifest["files"].keys() and manifest["files"], name
+        for file, rec in manifest["files"].items():
+            assert (folder / file).stat().st_size == rec["size"] and len(rec["sha256"]) == 64
     assert not list((out / "stages").glob(".*"))  # no temporary folder left behind
     for name in ("metrics.json", "result.json", "manifest.json", "plots/training.png", "plots/test_breakdown.png"):
         assert (run_dir / name).exists(), name
@@ -229,10 +236,39 @@ def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path
            "--output-dir", str(tmp_path)]
     kill_when(cmd, lambda: bool(list((tmp_path / "stages").glob("soft_labels-*/manifest.json"))), "soft labels")
     assert not (tmp_path / "k" / "metrics.json").exists()
+    # A finished stage whose file has lost bytes since (here a shard of the ingested rows) is not
+    # reused as it is: the rerun's size check finds it, says so and builds that stage again.
+    [shard] = (tmp_path / "stages").glob("ingest-*/part-00000.parquet")
+    rows = pq.read_table(shard)
+    shard.write_bytes(shard.read_bytes()[:100])
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert statuses(tmp_path / "k") == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped",
+    assert "stage ingest" in done.stdout and "part-00000.parquet: 100 bytes" in done.stdout and "rebuilding it" in done.stdout
+    assert pq.read_table(shard).equals(rows)
+    assert statuses(tmp_path / "k") == {"teacher": "skipped", "ingest": "ran", "soft_labels": "skipped",
                                         "student": "ran", "finetune": "ran", "evaluate": "ran"}
+
+
+def test_verify_reads_every_stage_of_a_pipeline_and_names_an_edited_file(first, tmp_path, capsys):
+    """`kddocre verify RUN` checks each stage the run used against its manifest's sizes and sha256
+    digests; an edit that keeps a file's size (which the cheap reuse check cannot see) is named."""
+    from kddocre_ray.cli import main
+
+    out, _, _ = first
+    main(["verify", str(out / "p")])
+    said = capsys.readouterr().out
+    for folder in [*stage_dirs(out).values(), out / "p"]:
+        assert f"{folder}: " in said and "files match" in said
+    copy = tmp_path / stage_dirs(out)["soft_labels"].name
+    shutil.copytree(stage_dirs(out)["soft_labels"], copy)
+    [shard] = sorted(copy.glob("*.parquet"))[:1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", str(copy)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{shard.name}: its sha256 differs" in err and str(copy) in err
 
 
 def test_ray_job_submit_runs_the_pipeline_on_a_started_head(first, tmp_path, ray_head):

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import REPO
 from kddocre_ray.config import load_config
+from kddocre_ray.errors import InputError
 from kddocre_ray.pipeline.run import check_inputs
 from kddocre_ray.pipeline.stages import plan
 
@@ -88,3 +89,44 @@ def test_a_submitted_job_refuses_an_output_folder_inside_its_working_directory(t
     with pytest.raises(ValueError, match="working directory"):
         check_inputs(inside)
     check_inputs(outside)
+
+
+def test_a_finished_stage_records_its_files_and_a_damaged_one_is_not_reused(tmp_path):
+    """The manifest lists each file with its size and sha256. Reuse checks sizes only (cheap):
+    a truncated or missing file makes the stage damaged, named; an edit that keeps the size is
+    found by `verify_stage`, which reads the bytes."""
+    from kddocre_ray.pipeline.stages import Building, Stage, verify_stage
+
+    stage = Stage("ingest", "f00", tmp_path / "stages" / "ingest-f00")
+    building = Building(stage)
+    with building as out:
+        (out / "part-00000.parquet").write_bytes(b"rows")
+        (out / "sub").mkdir()
+        (out / "sub" / "x.bin").write_bytes(b"12345")
+        building.commit({"rows": 1}, 0.0)
+    assert stage.complete and stage.damage() is None
+    assert sorted(stage.manifest["files"]) == ["part-00000.parquet", "sub/x.bin"]
+    assert verify_stage(stage.folder) == 2
+
+    (stage.folder / "sub" / "x.bin").write_bytes(b"12346")  # same size: reuse cannot tell
+    assert stage.complete
+    with pytest.raises(InputError, match=r"ingest-f00: 1 of 2 files do not match the manifest: sub/x.bin: its sha256"):
+        verify_stage(stage.folder)
+
+    (stage.folder / "part-00000.parquet").unlink()
+    assert stage.damage() == "part-00000.parquet: missing" and not stage.complete
+    (stage.folder / "manifest.json").write_text("{not json")
+    assert "manifest.json: not a valid JSON file" in stage.damage()
+    stage.discard()
+    assert not stage.folder.exists()
+
+    evaluate = Stage("evaluate", "e00", tmp_path / "run", owns_folder=False)
+    evaluate.folder.mkdir()
+    (evaluate.folder / "metrics.json").write_text("{}")
+    (evaluate.folder / "pipeline.json").write_text("{}")
+    evaluate.commit({}, 0.0, ["metrics.json"])
+    assert evaluate.manifest["files"].keys() == {"metrics.json"}
+    (evaluate.folder / "metrics.json").write_text("{ }")
+    assert evaluate.damage() and not evaluate.complete
+    evaluate.discard()  # the run folder stays: only its manifest goes
+    assert sorted(p.name for p in evaluate.folder.iterdir()) == ["metrics.json", "pipeline.json"]

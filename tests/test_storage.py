@@ -3,6 +3,7 @@ URIs, files round-trip, committed folders are copied to the node once per versio
 in S3 is complete only once its manifest is written, and the tiny pipeline runs with
 output_dir=s3://... (Ray Data, Ray Train and the teacher actors reading and writing the bucket),
 then a rerun skips every stage."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -104,6 +105,13 @@ def test_a_data_stage_in_s3_counts_only_once_its_manifest_is_written(s3):
         building.commit({"rows": 1}, 0.0)
     assert stage.complete and stage.manifest["counts"] == {"rows": 1}
     assert keys("stages/") == ["stages/ingest-f00/manifest.json", "stages/ingest-f00/part-00001.parquet"]
+    assert stage.manifest["files"] == {"part-00001.parquet": {"size": 5, "sha256": hashlib.sha256(b"whole").hexdigest()}}
+    # a file of the finished stage replaced by one of another size: the stage is no longer complete
+    (stage.folder / "part-00001.parquet").write_text("whole, and more")
+    assert stage.damage() == "part-00001.parquet: 15 bytes, but 5 were written (truncated or replaced)"
+    assert not stage.complete
+    stage.discard()
+    assert keys("stages/") == []
 
 
 def test_the_pipeline_runs_with_its_folders_in_s3(s3, tmp_path, monkeypatch, tiny_pipeline):

@@ -68,6 +68,10 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
     done: dict[str, Stage] = {}
     try:
         for stage in stages:
+            damage = stage.damage()
+            if damage is not None:
+                log(f"[kddocre] stage {stage.name} in {stage.folder} is damaged ({damage}): rebuilding it")
+                stage.discard()
             if stage.complete:
                 reporter.skipped(stage.name, stage.fingerprint, stage.folder)
             else:
@@ -106,9 +110,10 @@ def _train(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tupl
     else:
         metrics = run_train(stage.conf, log=log, callbacks=callbacks)
     final = headline(metrics)
+    files = [layout.CHECKPOINT, layout.METRICS, layout.RESULT]
     stage.commit({**final, "train_time_s": metrics["train_time_s"], "precision": metrics["precision"]},
-                 time.time() - t0)
-    return final, metrics["history"], [layout.CHECKPOINT, layout.METRICS, layout.RESULT]
+                 time.time() - t0, files)
+    return final, metrics["history"], files
 
 
 def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tuple[dict, list, list]:
@@ -158,7 +163,7 @@ def _evaluate(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> t
     point_to(stage.folder, finetune / layout.CHECKPOINT)  # `kddocre predict --checkpoint RUN` uses it
     write_json(out, stage.folder / layout.METRICS, indent=2)
     final = headline(metrics)
-    stage.commit(final, time.time() - t0)
+    stage.commit(final, time.time() - t0, [*files, layout.MODEL])
     return final, [], files
 
 

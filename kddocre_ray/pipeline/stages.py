@@ -26,7 +26,8 @@ from .. import layout
 from ..config import KD, Config, DistillConfig, InitFrom, PipelineConfig
 from ..errors import InputError
 from ..fingerprint import code_version, digest, path_digest, result_values
-from ..storage import Location, RemotePath, location, read_json, rmtree, write_json
+from ..storage import (Location, RemotePath, check_files, file_record, files_under, location, read_json, rmtree,
+                       write_json)
 
 STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
 
@@ -39,6 +40,7 @@ class Stage:
     conf: Config | None = None  # training stages: the config `kddocre train` runs
     inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> fingerprint
     values: dict[str, Any] = field(default_factory=dict)  # what the fingerprint was made of
+    owns_folder: bool = True  # False for the evaluate stage, whose folder is the pipeline's run folder
 
     @property
     def manifest(self) -> dict | None:
@@ -48,16 +50,84 @@ class Stage:
     @property
     def complete(self) -> bool:
         m = self.manifest
-        return m is not None and m.get("fingerprint") == self.fingerprint
+        return m is not None and m.get("fingerprint") == self.fingerprint and self.damage() is None
 
-    def manifest_for(self, counts: dict, seconds: float) -> dict:
+    def damage(self) -> str | None:
+        """Why a finished stage's outputs cannot be reused (None: they can, or there is no
+        manifest yet): an unreadable manifest, or a file it lists missing or of another size.
+        Sizes cost one listing per file; `kddocre verify` reads the bytes (`verify_stage`)."""
+        try:
+            m = self.manifest
+        except InputError as e:
+            return str(e)
+        if m is None:
+            return None
+        bad = check_files(self.folder, m.get("files") or {})  # manifests from before files were recorded: {}
+        if not bad:
+            return None
+        said = "; ".join(f"{name}: {what}" for name, what in bad[:3])
+        return f"{said}{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}"
+
+    def discard(self) -> None:
+        """Forget a damaged build: its folder goes (a training stage then trains again from
+        scratch), or, for the evaluate stage, only its manifest."""
+        if self.owns_folder:
+            rmtree(self.folder)
+        else:
+            (self.folder / layout.MANIFEST).unlink(missing_ok=True)
+
+    def manifest_for(self, counts: dict, seconds: float, files: dict[str, dict]) -> dict:
         return {"stage": self.name, "fingerprint": self.fingerprint, "code_version": code_version(),
                 "inputs": self.inputs, "values": self.values, "counts": counts, "seconds": seconds,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
 
-    def commit(self, counts: dict, seconds: float) -> None:
-        """Training stages: the finished run folder gets its manifest, written last (atomically)."""
-        write_json(self.manifest_for(counts, seconds), self.folder / layout.MANIFEST, indent=2)
+    def commit(self, counts: dict, seconds: float, outputs: list[str]) -> None:
+        """Training and evaluate stages: the finished folder gets its manifest, written last
+        (atomically), with the size and sha256 of every file under `outputs` (names or patterns)."""
+        files = file_record(self.folder, files_under(self.folder, outputs))
+        write_json(self.manifest_for(counts, seconds, files), self.folder / layout.MANIFEST, indent=2)
+
+
+def verify_stage(folder: str | Path) -> int:
+    """Check every file a stage's manifest lists against its recorded size and sha256; returns
+    how many were checked. A missing, truncated or edited file is an InputError naming them."""
+    folder = location(folder)
+    manifest = read_json(folder / layout.MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise InputError("lists no files (a stage built before files were recorded, or not a manifest)",
+                         path=folder / layout.MANIFEST)
+    bad = check_files(folder, files, digests=True)
+    if bad:
+        raise InputError(f"{len(bad)} of {len(files)} files do not match the manifest: "
+                         + "; ".join(f"{name}: {what}" for name, what in bad[:5]), path=folder)
+    return len(files)
+
+
+def verify_pipeline(run_dir: str | Path) -> list[tuple[str, int]]:
+    """`verify_stage` for each stage a pipeline's run folder names in its pipeline.json, the run
+    folder's own manifest last; returns (folder, files checked) for each. Every damaged stage is
+    named in one InputError."""
+    run_dir = location(run_dir)
+    report = read_json(run_dir / layout.PIPELINE)
+    stages = report.get("stages") if isinstance(report, dict) else None
+    if not isinstance(stages, dict):
+        raise InputError("not a pipeline report (no \"stages\")", path=run_dir / layout.PIPELINE)
+    folders = [location(e["folder"]) for name, e in stages.items()
+               if name != "evaluate" and isinstance(e, dict) and e.get("folder")]
+    checked, damaged = [], []
+    for folder in [*folders, run_dir]:
+        if not (folder / layout.MANIFEST).exists():
+            damaged.append(f"{folder}: no {layout.MANIFEST} (unfinished, or removed)")
+            continue
+        try:
+            checked.append((str(folder), verify_stage(folder)))
+        except InputError as e:
+            damaged.append(str(e))
+    if damaged:
+        raise InputError(f"{len(damaged)} of {len(folders) + 1} stage folders do not hold what their manifests "
+                         "recorded: " + " | ".join(damaged), path=run_dir)
+    return checked
 
 
 class Building:
@@ -79,7 +149,9 @@ class Building:
         return self.tmp
 
     def commit(self, counts: dict, seconds: float) -> None:
-        write_json(self.stage.manifest_for(counts, seconds), self.tmp / layout.MANIFEST, indent=2)
+        """The manifest, listing every file built, then (on a local disk) the rename into place."""
+        files = file_record(self.tmp, files_under(self.tmp))
+        write_json(self.stage.manifest_for(counts, seconds, files), self.tmp / layout.MANIFEST, indent=2)
         if not self.in_place:
             os.replace(self.tmp, self.stage.folder)
 
@@ -176,7 +248,7 @@ def plan(conf: Config, until: str | None = None) -> list[Stage]:
     finetune.conf.train.init_from = str(student.folder)
     inputs = {"finetune": finetune.fingerprint}
     evaluate = Stage("evaluate", digest({"inputs": inputs, "code": code_version()}),
-                     location(conf.output_dir) / conf.name, inputs=inputs)
+                     location(conf.output_dir) / conf.name, inputs=inputs, owns_folder=False)
     stages = [*out, student, finetune, evaluate]
     return stages[:[s.name for s in stages].index(until) + 1] if until else stages
 
