@@ -5,8 +5,8 @@ YAML file or on the command line fails loudly instead of silently training the w
 """
 from __future__ import annotations
 
-import os
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field

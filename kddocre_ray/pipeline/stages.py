@@ -26,8 +26,17 @@ from .. import layout
 from ..config import KD, Config, DistillConfig, InitFrom, PipelineConfig
 from ..errors import InputError
 from ..fingerprint import code_version, digest, path_digest, result_values
-from ..storage import (Location, RemotePath, check_files, file_record, files_under, location, read_json, rmtree,
-                       write_json)
+from ..storage import (
+    Location,
+    RemotePath,
+    check_files,
+    file_record,
+    files_under,
+    location,
+    read_json,
+    rmtree,
+    write_json,
+)
 
 STAGES = ("teacher", "ingest", "soft_labels", "student", "finetune", "evaluate")
 
