@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import layout
-from .config import Config, from_dict, to_dict
+from .config import Config, ModelConfig, from_dict, to_dict
 from .data.docred import RelSchema
 from .errors import InputError
 from .model.docre import DocREModel
@@ -80,10 +80,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
         if not (path / name).exists():
             raise InputError(f"not a kddocre checkpoint (no {name})", path=path)
-    conf = from_dict(json.loads((path / CONFIG).read_text()))
+    conf = read_config(path)
     schema = read_schema(path)
-    tokenizer = AutoTokenizer.from_pretrained(path / ENCODER)
-    enc_cfg = AutoConfig.from_pretrained(path / ENCODER)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path / ENCODER)
+        enc_cfg = AutoConfig.from_pretrained(path / ENCODER)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # transformers' words for a damaged config or vocabulary
+        raise InputError(f"the encoder's config or tokenizer does not load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})", path=path / ENCODER) from None
     encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
     model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
     try:
@@ -109,6 +113,69 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
 
 
+# What an encoder's weights are shaped by, and what the head's are.
+ENCODER_SHAPE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "vocab_size")
+HEAD_SHAPE = ("emb_size", "block_size", "axial_layers", "axial_heads", "pair_dim")
+
+
+def check_fits(path: str | Path, key: str, schema: RelSchema, rel_info: str, model: ModelConfig | None = None) -> None:
+    """Refuse, before any work, a checkpoint named by config key `key` that does not fit: another
+    relation schema than `rel_info`'s, and with `model` (its weights start this model: init_from)
+    another encoder architecture or head size. Both sides are named."""
+    from .model.encoder import encoder_config
+
+    folder = resolve_checkpoint(path)
+    where = f"{key}={path}"
+    for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
+        if not (folder / name).exists():
+            raise InputError(f"not a kddocre checkpoint or run folder (no {name} in {folder})", path=where)
+    theirs = read_schema(folder)
+    if theirs != schema:
+        only_ckpt = [r for r in theirs.relations if r not in schema.rel2id]
+        only_mine = [r for r in schema.relations if r not in theirs.rel2id]
+        diff = (f"relations only in the checkpoint: {only_ckpt[:5]}, only in data.rel_info: {only_mine[:5]}"
+                if only_ckpt or only_mine else "the same relations in another class order")
+        raise InputError(f"made for a schema of {theirs.num_classes - 1} relations, but data.rel_info={rel_info} "
+                         f"has {schema.num_classes - 1} ({diff})", path=where)
+    if model is None:
+        return
+    saved_conf = read_config(folder)
+    saved = read_json(folder / ENCODER / "config.json")
+    if not isinstance(saved, dict):
+        raise InputError("expected a JSON object (a transformers config)", path=folder / ENCODER / "config.json")
+    mine = encoder_config(model.encoder).to_dict()
+
+    def shape(cfg: dict) -> str:
+        return ", ".join(f"{k}={cfg.get(k)}" for k in ENCODER_SHAPE)
+
+    if any(saved.get(k) != mine.get(k) for k in ENCODER_SHAPE):
+        raise InputError(f"made with encoder {saved_conf.model.encoder} ({shape(saved)}), but model.encoder="
+                         f"{model.encoder} is {shape(mine)}", path=where)
+    head = [f"model.{k}: checkpoint {getattr(saved_conf.model, k)}, this config {getattr(model, k)}"
+            for k in HEAD_SHAPE if getattr(saved_conf.model, k) != getattr(model, k)]
+    if head:
+        raise InputError(f"its head has another shape ({'; '.join(head)})", path=where)
+
+
 def read_schema(path: str | Path) -> RelSchema:
-    s = json.loads((resolve_checkpoint(path) / SCHEMA).read_text())
-    return RelSchema(tuple(s["relations"]), s.get("names", {}))
+    """A checkpoint's relation schema (relations.json), in class order."""
+    file = resolve_checkpoint(path) / SCHEMA
+    s = read_json(file)
+    relations, names = (s.get("relations"), s.get("names", {})) if isinstance(s, dict) else (None, None)
+    if not (isinstance(relations, list) and all(isinstance(r, str) for r in relations) and isinstance(names, dict)):
+        raise InputError('expected {"relations": [relation ids in class order], "names": {id: name}}', path=file)
+    try:
+        return RelSchema(tuple(relations), names)
+    except ValueError as e:  # a reserved or repeated relation id
+        raise InputError(str(e), path=file) from None
+
+
+def read_config(path: str | Path) -> Config:
+    """The config a checkpoint was trained with (config.json)."""
+    file = Path(path) / CONFIG
+    raw = read_json(file)
+    try:
+        return from_dict(raw)
+    except Exception as e:  # OmegaConf's words for an unknown key or a wrong type
+        raise InputError(f"not a kddocre config: {str(e).splitlines()[0]}", path=file) from None

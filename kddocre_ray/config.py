@@ -330,6 +330,14 @@ def _check(conf: Config, where: str) -> None:
             value = flat.get(key)
             if value is not None and not ok(value, limit):
                 raise InputError(f"{key}={value!r} must be {say} {limit}", path=where)
+    p = conf.pipeline
+    for strategy, file, keys in (
+            (conf.train.strategy, conf.train.deepspeed_config, ("train.strategy", "train.deepspeed_config")),
+            (p.student_strategy, p.student_deepspeed_config or conf.train.deepspeed_config,
+             ("pipeline.student_strategy", "pipeline.student_deepspeed_config"))):
+        if strategy == StrategyName.deepspeed and not file:
+            raise InputError(f"{keys[0]}=deepspeed needs a DeepSpeed JSON file: set {keys[1]} "
+                             "(e.g. configs/deepspeed/zero2.json)", path=where)
     if conf.distill.teacher and conf.distill.kd == KD.none:
         raise InputError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher",
                          path=where)
@@ -398,6 +406,12 @@ def path_values(conf: Config) -> dict[str, str]:
     """The set values of PATH_KEYS (a missing dev or test split has none)."""
     flat = flatten(to_dict(conf))
     return {k: flat[k] for k in PATH_KEYS if flat.get(k)}
+
+
+def missing_paths(conf: Config) -> list[str]:
+    """`key=value` of each set path key whose file or folder is not there (checked through
+    storage, so an object-store URI is looked up in its store)."""
+    return [f"{k}={v}" for k, v in path_values(conf).items() if not location(v).exists()]
 
 
 def _absolute_paths(conf: Config) -> Config:

@@ -354,8 +354,8 @@ def run_sweep(conf: Config, log=print) -> dict:
     """Run (or resume) the sweep; returns its summary (sweep.json): the table of trials and the best."""
     from ray.tune import RunConfig, TuneConfig, Tuner
 
-    check_inputs(conf)
     check_space(conf)
+    check_inputs(conf, "teacher" if reported_stage(conf) == "teacher" else None)
     sweep_dir = location(conf.output_dir) / conf.name
     _refuse_changed(conf, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)

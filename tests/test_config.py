@@ -58,7 +58,8 @@ def test_a_choice_reads_as_its_plain_string_everywhere_it_goes():
     """MLflow parameters, fingerprints and YAML all see "kl", never "KD.kl"."""
     from kddocre_ray.config import KD, flatten, to_yaml
 
-    conf = load_config(CONFIGS / "tiny.yaml", ["distill.kd=kl", "pipeline.student_strategy=deepspeed"])
+    conf = load_config(CONFIGS / "tiny.yaml", ["distill.kd=kl", "pipeline.student_strategy=deepspeed",
+                                               "pipeline.student_deepspeed_config=configs/deepspeed/zero2.json"])
     assert conf.distill.kd is KD.kl and conf.distill.kd == "kl" and str(conf.distill.kd) == "kl"
     flat = flatten(to_dict(conf))
     assert flat["distill.kd"] == "kl" and type(flat["distill.kd"]) is str

@@ -10,6 +10,7 @@ import torch
 
 from conftest import REPO, TINY, assert_checkpoint_reproduces_its_probe
 from kddocre_ray.config import TrainConfig, load_config
+from kddocre_ray.errors import InputError
 from kddocre_ray.train.strategy import deepspeed_config, make_optimizer
 
 STRATEGIES = {
@@ -71,7 +72,7 @@ def test_deepspeed_file_that_forces_another_precision_is_refused(tmp_path):
     error, not a silent fp16 run logged as bf16; the V100 file runs when fp16 is what was asked."""
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"fp16": {"enabled": True}}))
-    with pytest.raises(ValueError, match="fp16.enabled is True but train.precision resolves to bf16"):
+    with pytest.raises(InputError, match="ds.json: fp16: enabled is true but train.precision resolves to bf16"):
         deepspeed_config(str(path), TrainConfig(), "bf16", world=1)
     cfg = deepspeed_config(str(REPO / "configs" / "deepspeed" / "v100_fp16.json"), TrainConfig(), "fp16", world=1)
     assert cfg["fp16"]["enabled"] is True and cfg["bf16"]["enabled"] is False

@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
+from .. import layout
+from ..errors import InputError
+from ..storage import Location, check_files, location, parquet_files, read_json
 from .features import Feature
 
 FEATURE_SCHEMA = pa.schema([
@@ -79,7 +84,89 @@ def teacher_logits_of(table: pa.Table, num_classes: int, where: str = "soft labe
     for i, n in enumerate(n_ent):
         size = offsets[i + 1] - offsets[i]
         if size != n * (n - 1) * num_classes:
-            key = f"corpus {table.column('corpus')[i]} document {table.column('doc_index')[i]} ({table.column('title')[i]})"
-            raise ValueError(f"{where}: {key}: {size} teacher logits, expected {n}*{n - 1}*{num_classes}")
+            raise InputError(f"{size} values, expected n(n-1)C = {n}*{n - 1}*{num_classes}", path=where,
+                             index=table.column("doc_index")[i].as_py(), title=table.column("title")[i].as_py(),
+                             field=TEACHER_LOGITS, what="document")
         out.append(torch.from_numpy(values[offsets[i]:offsets[i + 1]].astype(np.float32)).view(n * (n - 1), num_classes))
     return out
+
+
+def check_rows(folder: str | Location, num_classes: int, with_teacher: bool) -> int:
+    """The door of a rows folder (`data.train_rows`): every Parquet file readable with this
+    layout's columns (and teacher logits when a student learns from them); returns the row count.
+    A folder a pipeline stage wrote (its manifest lists its files) is checked against the sizes
+    it recorded, and the footers; any other folder is read row by row (`_check_values`), a batch
+    at a time. Errors name the file, the document and the field."""
+    folder = location(folder)
+    fs, files = parquet_files(folder)
+    if not files:
+        raise InputError("no Parquet files (expected the rows an ingest or soft-label stage wrote)", path=folder)
+    manifest = read_json(folder / layout.MANIFEST) if (folder / layout.MANIFEST).exists() else None
+    recorded = manifest.get("files") if isinstance(manifest, dict) else None
+    if isinstance(recorded, dict):
+        for name, what in check_files(folder, recorded)[:1]:
+            raise InputError(f"{what}, unlike when its stage wrote it", path=folder / name)
+    want = SOFT_LABEL_SCHEMA if with_teacher else FEATURE_SCHEMA
+    rows = 0
+    for info in files:
+        where = folder / info.path.rsplit("/", 1)[-1]
+        try:
+            meta = pq.read_metadata(info.path, filesystem=fs)
+            schema = meta.schema.to_arrow_schema()
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"not a readable Parquet file ({str(e).splitlines()[0][:200]})", path=where) from None
+        for f in want:
+            if f.name not in schema.names:
+                hint = " (rows without soft labels: point data.train_rows at a soft-label stage, or set distill.kd=none)" \
+                    if f.name == TEACHER_LOGITS else ""
+                raise InputError(f"no column {f.name}{hint}", path=where)
+            if schema.field(f.name).type != f.type:
+                raise InputError(f"column {f.name} is {schema.field(f.name).type}, expected {f.type}", path=where)
+        rows += meta.num_rows
+        if not isinstance(recorded, dict):
+            with fs.open_input_file(info.path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=1024, columns=want.names):
+                    _check_values(batch, num_classes, with_teacher, where)
+    if rows == 0:
+        raise InputError("no rows", path=folder)
+    return rows
+
+
+def _check_values(batch: pa.RecordBatch, num_classes: int, with_teacher: bool, where: Location) -> None:
+    """What each row's values must satisfy for the loss to read them: two or more entities, one
+    position list per entity, positions inside the tokens, whole (h, t, class) triples in range,
+    n(n-1)C teacher logits."""
+    n = batch.column("n_entities").to_numpy(zero_copy_only=False).astype(np.int64)
+    tokens = batch.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+    problems = {"n_entities": n < 2,
+                "n_tokens": pc.list_value_length(batch.column("input_ids")).to_numpy(zero_copy_only=False) != tokens,
+                "entity_pos": pc.list_value_length(batch.column("entity_pos")).to_numpy(zero_copy_only=False) != n,
+                "labels": pc.list_value_length(batch.column("labels")).to_numpy(zero_copy_only=False) % 3 != 0}
+    pos = pc.list_flatten(batch.column("entity_pos"))  # per entity, its mentions' positions
+    entity_row = pc.list_parent_indices(batch.column("entity_pos")).to_numpy(zero_copy_only=False)
+    per_entity = pc.list_value_length(pos).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(pos).to_numpy(zero_copy_only=False)
+    value_row = np.repeat(entity_row, per_entity)
+    bad_pos = np.zeros(len(n), bool)
+    np.logical_or.at(bad_pos, value_row, (flat < 0) | (flat >= tokens[value_row]))
+    bad_pos |= np.bincount(entity_row[per_entity == 0], minlength=len(n)) > 0  # an entity with no mention
+    problems["entity_pos"] |= bad_pos
+    if not problems["labels"].any():
+        labels = pc.list_flatten(batch.column("labels")).to_numpy(zero_copy_only=False).reshape(-1, 3)
+        label_row = pc.list_parent_indices(batch.column("labels")).to_numpy(zero_copy_only=False)[::3]
+        bad = (labels[:, :2] < 0).any(1) | (labels[:, :2] >= n[label_row, None]).any(1) | (labels[:, 0] == labels[:, 1])
+        bad |= (labels[:, 2] < 1) | (labels[:, 2] >= num_classes)
+        np.logical_or.at(problems["labels"], label_row, bad)
+    if with_teacher:
+        size = pc.list_value_length(batch.column(TEACHER_LOGITS)).to_numpy(zero_copy_only=False)
+        problems[TEACHER_LOGITS] = size != n * (n - 1) * num_classes
+    expected = {"n_entities": "at least 2 entities", "n_tokens": "the length of input_ids",
+                "entity_pos": "one non-empty list of positions inside the tokens per entity",
+                "labels": f"(h, t, class) triples with h != t < n_entities and 1 <= class < {num_classes}",
+                TEACHER_LOGITS: f"n_entities*(n_entities-1)*{num_classes} values"}
+    for column, bad in problems.items():
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"expected {expected[column]} ({int(bad.sum())} rows of this batch are not)",
+                             path=where, index=batch.column("doc_index")[i].as_py(),
+                             title=batch.column("title")[i].as_py(), field=column, what="document")

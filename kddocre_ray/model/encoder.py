@@ -73,6 +73,21 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(resolve_encoder(name))
 
 
+def encoder_config(name: str):
+    """The encoder's architecture (a transformers config), read without its weights."""
+    from transformers import AutoConfig, BertConfig
+
+    if name == TINY_RANDOM:
+        cfg = BertConfig(vocab_size=load_tokenizer(name).vocab_size, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=128, max_position_embeddings=512)
+        cfg._attn_implementation = "eager"
+        return cfg
+    path = resolve_encoder(name)
+    if not Path(path).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model is an error, not a download
+    return AutoConfig.from_pretrained(path)  # fails early with the name in the message
+
+
 def load_encoder(name: str, seed: int = 0) -> nn.Module:
     """Pretrained weights from a folder or the local HF cache; never the network by surprise.
 
@@ -81,20 +96,13 @@ def load_encoder(name: str, seed: int = 0) -> nn.Module:
     would keep an fp16 / bf16 checkpoint in its own dtype beside our fp32 head; mixed precision is
     autocast's job (train.precision), not the file's.
     """
-    from transformers import AutoConfig, AutoModel, BertConfig
+    from transformers import AutoModel
 
+    cfg = encoder_config(name)
     if name == TINY_RANDOM:
         torch.manual_seed(seed)
-        vocab = load_tokenizer(name).vocab_size
-        cfg = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=128, max_position_embeddings=512)
-        cfg._attn_implementation = "eager"
         return AutoModel.from_config(cfg, attn_implementation="eager")
-    path = resolve_encoder(name)
-    if not Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model is an error, not a download
-    AutoConfig.from_pretrained(path)  # fails early with the name in the message
-    return AutoModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
+    return AutoModel.from_pretrained(resolve_encoder(name), attn_implementation="eager", dtype=torch.float32)
 
 
 def chunk_starts(n: int, window: int, overlap: int) -> list[int]:

@@ -22,20 +22,24 @@ from pathlib import Path
 from .. import layout
 from ..checkpoint import point_to
 from ..cluster import init_ray, submitted_job
-from ..config import Config, actor_threads, flatten, path_values, to_dict, to_yaml
-from ..data.docred import load_schema
+from ..config import Config, StrategyName, actor_threads, flatten, missing_paths, to_dict, to_yaml
+from ..data.distant import load_facts
+from ..data.docred import load_schema, read_docs
 from ..errors import InputError
 from ..evaluation import format_metrics
 from ..storage import is_remote, location, read_json, upload, write_json
+from ..train.inputs import check_deepspeed_file, check_train_inputs
 from ..train.run import run_train
 from . import plots
 from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan
 
 
-def check_inputs(conf: Config) -> None:
-    """Fail before any work when a data file is missing or the output folder would vanish."""
-    missing = [f"{k}={v}" for k, v in path_values(conf).items() if not location(v).exists()]
+def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
+    """Fail before any work when an input is missing or bad, or the output folder would vanish:
+    what each training stage reads (train/inputs.py), the student's DeepSpeed file, and, unless
+    its ingest stage is already built, the corpus and its facts. Returns the plan (stages.plan)."""
+    missing = missing_paths(conf)
     if missing:
         hint = (" (under `ray job submit` only the working directory is uploaded: name data by absolute or "
                 "shared-storage paths)" if submitted_job() else "")
@@ -45,14 +49,24 @@ def check_inputs(conf: Config) -> None:
         raise InputError(
             f"output_dir={conf.output_dir} is inside the job's working directory, Ray's temporary copy of the "
             "uploaded folder, which Ray deletes: pass --output-dir with an absolute or shared-storage path")
+    schema = check_train_inputs(conf)
+    stages = plan(conf, until)
+    for stage in stages:
+        if stage.conf is not None and stage.conf.train.strategy == StrategyName.deepspeed:
+            check_deepspeed_file(stage.conf.train.deepspeed_config, stage.conf, stage.conf.scale.num_workers)
+        if stage.name == "ingest" and not stage.complete:
+            p = conf.pipeline
+            read_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs)
+            if p.facts:
+                load_facts(p.facts)
+    return stages
 
 
 def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, until: str | None = None) -> dict:
     """Run (or resume) every stage, or those up to `until`; reports go to `pipeline.json`, the
     log and, unless `tracking.enabled` is false, MLflow (tracking.py) or to `reporter` alone.
     Returns the scores (metrics.json), or with `until` that stage's manifest counts."""
-    check_inputs(conf)
-    stages = plan(conf, until)
+    stages = check_inputs(conf, until)
     run_dir = location(conf.output_dir) / conf.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.CONFIG).write_text(to_yaml(conf))

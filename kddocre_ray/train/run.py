@@ -32,6 +32,7 @@ from ..fingerprint import changed_keys, digest, result_values
 from ..inference import Predictor
 from ..storage import Location, RemotePath, location, read_json, rmtree, upload, write_json
 from ..tracking import MlflowReporter
+from .inputs import check_train_inputs
 from .strategy import DS_DIR, OPTIM_STATE
 from .trainer import fit
 from .worker import TRAIN_STATE
@@ -65,7 +66,9 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     The run is one MLflow run (tracking.py) unless `tracking.enabled` is false, opened once the
     folder is settled (`overwrite` clears it first); a resumed run continues the MLflow run its
     folder's tracking.json names. A caller that tracks the run itself (a pipeline stage) passes
-    the Ray Train `callbacks` it wants instead (e.g. its per-epoch tracking.EpochMetrics)."""
+    the Ray Train `callbacks` it wants instead (e.g. its per-epoch tracking.EpochMetrics).
+    Every input is checked first (inputs.py), before Ray starts."""
+    check_train_inputs(conf)
     run_dir = prepare_run_dir(conf, overwrite)
     if callbacks is not None or not conf.tracking.enabled:
         return _train_and_score(conf, run_dir, max_failures, log, list(callbacks or []))

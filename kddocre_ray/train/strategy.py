@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +18,9 @@ from torch import nn
 
 from ..checkpoint import WEIGHTS
 from ..config import TrainConfig
+from ..errors import InputError
 from ..precision import autocast
+from ..storage import read_json
 
 OPTIM_STATE = "optim_state.pt"  # ddp: optimizer, scheduler and scaler state
 DS_DIR = "deepspeed"  # deepspeed: the engine's own (possibly partitioned) checkpoint
@@ -119,27 +120,43 @@ class DDPStrategy:
         self.scaler.load_state_dict(s["scaler"])
 
 
-def deepspeed_config(path: str, tc: TrainConfig, precision: str, world: int) -> dict:
-    """The JSON file with its "auto" values filled from our config."""
-    cfg = json.loads(Path(path).read_text())
+def deepspeed_config(path: str, tc: TrainConfig, precision: str | None, world: int) -> dict:
+    """The JSON file with its "auto" values filled from our config. Read at the door (precision
+    None when it resolves only on the workers' device) and again by each worker; what it refuses
+    is an InputError naming the file and the key."""
+    cfg = read_json(path)
+    if not isinstance(cfg, dict):
+        raise InputError(f"expected a JSON object (a DeepSpeed config), got {type(cfg).__name__}", path=path)
     auto = {
-        "train_micro_batch_size_per_gpu": tc.batch_size,
-        "gradient_accumulation_steps": tc.grad_accum,
-        "train_batch_size": tc.batch_size * tc.grad_accum * world,
-        "gradient_clipping": tc.max_grad_norm,
+        "train_micro_batch_size_per_gpu": ("train.batch_size", tc.batch_size),
+        "gradient_accumulation_steps": ("train.grad_accum", tc.grad_accum),
+        "train_batch_size": ("train.batch_size x train.grad_accum x workers", tc.batch_size * tc.grad_accum * world),
+        "gradient_clipping": ("train.max_grad_norm", tc.max_grad_norm),
     }
-    for key, value in auto.items():
-        if cfg.get(key, "auto") == "auto":
+    for key, (ours, value) in auto.items():
+        given = cfg.get(key, "auto")
+        if given == "auto":
             cfg[key] = value
+        elif given != value and key != "gradient_clipping":  # the loop batches by our config: DeepSpeed would count other steps
+            raise InputError(f'{given!r}, but {ours} makes it {value}: write "auto" or match the config',
+                             path=path, field=key)
+    zero = cfg.get("zero_optimization", {})
+    if not isinstance(zero, dict) or zero.get("stage", 0) not in (0, 1, 2, 3):
+        raise InputError("expected an object with stage 0, 1, 2 or 3", path=path, field="zero_optimization")
     for name in ("bf16", "fp16"):
         section = cfg.setdefault(name, {})
+        if not isinstance(section, dict) or section.get("enabled", "auto") not in (True, False, "auto"):
+            raise InputError('expected {"enabled": true, false or "auto"}', path=path, field=name)
         enabled = section.get("enabled", "auto")
         if enabled == "auto":
-            section["enabled"] = precision == name
-        elif bool(enabled) != (precision == name):
+            if precision is not None:
+                section["enabled"] = precision == name
+        elif precision is not None and enabled != (precision == name):
             # the run must report the precision it ran in: no file may silently override it
-            raise ValueError(f"{path}: {name}.enabled is {enabled} but train.precision resolves to {precision} "
-                             f"here; write \"enabled\": \"auto\" or set train.precision to match")
+            raise InputError(f"enabled is {str(enabled).lower()} but train.precision resolves to {precision} here; "
+                             'write "enabled": "auto" or set train.precision to match', path=path, field=name)
+    if cfg["bf16"].get("enabled") is True and cfg["fp16"].get("enabled") is True:
+        raise InputError("bf16 and fp16 are both enabled", path=path)
     return cfg
 
 
@@ -209,6 +226,6 @@ def make_strategy(name: str, model: nn.Module, tc: TrainConfig, precision: str, 
         return DDPStrategy(model, tc, precision, device, total_steps)
     if name == "deepspeed":
         if not deepspeed_config_path:
-            raise ValueError("train.strategy=deepspeed needs train.deepspeed_config (e.g. configs/deepspeed/zero2.json)")
+            raise InputError("train.strategy=deepspeed needs train.deepspeed_config (e.g. configs/deepspeed/zero2.json)")
         return DeepSpeedStrategy(model, tc, precision, device, total_steps, deepspeed_config_path, world)
-    raise ValueError(f"train.strategy={name!r}; choose ddp or deepspeed")
+    raise InputError(f"train.strategy={name!r}; choose ddp or deepspeed")

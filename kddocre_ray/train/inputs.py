@@ -1,0 +1,54 @@
+"""The door of a training run: every file its config names is read and checked on the driver,
+before Ray starts or a worker trains, so that bad input ends in one InputError naming the file,
+the entry and the field, never in a worker's traceback an hour in.
+
+The workers read the same files again (they may run on other machines); what they would refuse
+is refused here first.
+"""
+from __future__ import annotations
+
+from ..checkpoint import check_fits
+from ..config import KD, Config, Precision, StrategyName, missing_paths
+from ..data.distant import load_facts
+from ..data.docred import RelSchema, load_schema
+from ..data.rows import check_rows
+from ..data.splits import load_split
+from ..errors import InputError
+from .strategy import deepspeed_config
+
+
+def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
+    """Check what `kddocre train` with `conf` reads (with `rows`, the rows folder too, which a
+    pipeline stage has written by the time it trains); returns the relation schema."""
+    missing = missing_paths(conf)
+    if missing:
+        raise FileNotFoundError(f"input files not found: {', '.join(missing)}")
+    d = conf.data
+    schema = load_schema(d.rel_info)
+    for split in ("train", "dev", "test"):
+        src = getattr(d, split)
+        if src is None:
+            continue
+        docs = load_split(src, schema, d.skip_bad_docs, log=lambda *a: None)  # the workers report skipped ones
+        if not docs:
+            raise InputError(f"no documents in data.{split} (start={src.start}, end={src.end})", path=src.path)
+    if d.train_facts:
+        load_facts(d.train_facts)
+    if conf.train.init_from:
+        check_fits(conf.train.init_from, "train.init_from", schema, d.rel_info, conf.model)
+    if conf.distill.teacher:
+        check_fits(conf.distill.teacher, "distill.teacher", schema, d.rel_info)
+    if conf.train.precision == Precision.fp16 and not conf.scale.use_gpu:
+        raise InputError("train.precision=fp16 needs a GPU (scale.use_gpu=true); on CPU use bf16, fp32 or auto")
+    if conf.train.strategy == StrategyName.deepspeed:
+        check_deepspeed_file(conf.train.deepspeed_config, conf, conf.scale.num_workers)
+    if d.train_rows and rows:
+        check_rows(d.train_rows, schema.num_classes, with_teacher=conf.distill.kd != KD.none)
+    return schema
+
+
+def check_deepspeed_file(path: str, conf: Config, workers: int) -> None:
+    """The DeepSpeed file as each worker will read it; a precision of `auto` resolves only on the
+    workers' device, so its agreement with the file is checked there."""
+    precision = None if conf.train.precision == Precision.auto else str(conf.train.precision)
+    deepspeed_config(path, conf.train, precision, workers)
