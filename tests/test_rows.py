@@ -64,7 +64,7 @@ CASES = {
                                 "non-empty"),
     "label-head-out-of-range": (lambda t, C: replace(t, "labels", 5, [99, 0, 1]), "labels", "h != t < n_entities"),
     "label-h-equals-t": (lambda t, C: replace(t, "labels", 5, [1, 1, 1]), "labels", "h != t"),
-    "label-class-out-of-range": (lambda t, C: replace(t, "labels", 5, [0, 1, C]), "labels", f"1 <= class < "),
+    "label-class-out-of-range": (lambda t, C: replace(t, "labels", 5, [0, 1, C]), "labels", "1 <= class < "),
     "label-class-na": (lambda t, C: replace(t, "labels", 5, [0, 1, 0]), "labels", "1 <= class"),
     "half-a-triple": (lambda t, C: replace(t, "labels", 5, [0, 1]), "labels", "triples"),
 }
