@@ -210,7 +210,10 @@ def read_json(path: str | os.PathLike) -> Any:
             raw = gzip.decompress(raw)
         return json.loads(raw)
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a valid JSON file: {exc}", path=path) from exc
+        raise InputError(f"not a valid JSON file: {exc}", path=path) from None
+    except RecursionError:
+        raise InputError("not a JSON file this reader takes: nested deeper than Python's recursion limit",
+                         path=path) from None
 
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:

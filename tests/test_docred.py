@@ -178,3 +178,83 @@ def test_real_files_load_clean(name):
     assert schema.num_classes == 97
     docs, bad = read_docs(DATA / name, schema, skip_bad=True)
     assert bad == [] and len(docs) in (500, 1000)
+
+
+# -- properties -----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JUNK = st.recursive(st.none() | st.booleans() | st.integers(-3, 9) | st.floats(allow_nan=False) |
+                    st.sampled_from(["", "x", "P17", "Na", "0", "LOC"]),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["title", "sents", "vertexSet", "labels", "h", "t", "r", "pos", "sent_id",
+                                         "name", "type", "evidence"]), inner, max_size=4),
+                    max_leaves=8)
+
+
+def _paths(node, at=()):
+    """Every place in a JSON tree: the keys and indices that lead to it."""
+    yield at
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*at, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*at, i))
+
+
+@st.composite
+def broken_docs(draw):
+    """A valid document with up to three places replaced by junk, deleted, grown, or (integers)
+    nudged."""
+    doc = make_doc()
+    for _ in range(draw(st.integers(0, 3))):
+        action = draw(st.sampled_from(["replace", "delete", "grow", "nudge", "nudge"]))
+        paths = [p for p in _paths(doc) if action != "nudge" or type(_at(doc, p)) is int]
+        at = draw(st.sampled_from(paths or [()]))
+        junk = draw(JUNK)
+        if not at:
+            doc = junk
+            continue
+        parent = _at(doc, at[:-1])
+        if action == "nudge":  # often still valid: another entity, span, sentence
+            parent[at[-1]] = draw(st.integers(-1, 6))
+        elif action == "delete":
+            del parent[at[-1]]
+        elif action == "grow" and isinstance(parent[at[-1]], list):
+            parent[at[-1]].append(junk)
+        else:
+            parent[at[-1]] = junk
+    return doc
+
+
+def _at(node, path):
+    for step in path:
+        node = node[step]
+    return node
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(broken_docs(), min_size=1, max_size=3) | st.lists(broken_docs() | JUNK, max_size=3) | JUNK)
+def test_whatever_a_document_file_holds_the_reader_raises_only_input_error(tmp_path_factory, data):
+    """Random malformed documents end in InputError naming the file; what the reader accepts the
+    rest of the tools can use: features and label matrices build, the scorer scores it as gold."""
+    from kddocre_ray.data.features import doc_features, label_matrix
+    from kddocre_ray.errors import InputError
+    from kddocre_ray.metrics import evaluate
+    from kddocre_ray.model.encoder import load_tokenizer
+
+    path = tmp_path_factory.mktemp("docs") / "docs.json"
+    path.write_text(json.dumps(data))
+    try:
+        docs, _ = read_docs(path, SCHEMA)
+    except InputError as e:
+        assert str(e).startswith(f"{path}: ")
+        return
+    tokenizer = load_tokenizer("tiny-random")  # cached by transformers after the first call
+    for doc in docs:
+        feat = doc_features(doc, tokenizer, SCHEMA)
+        assert label_matrix(feat, SCHEMA.num_classes).shape == (feat.n_entities * (feat.n_entities - 1),
+                                                                SCHEMA.num_classes)
+    assert evaluate([], docs, set(), [])["f1"] == 0

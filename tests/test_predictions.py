@@ -145,3 +145,20 @@ def test_the_score_ignores_order_and_duplicates_and_gold_scores_100(preds, rnd):
                 for lab in d["labels"]]
     perfect = evaluate(as_preds, gold, set(), [])
     assert (perfect["f1"], perfect["precision"], perfect["recall"]) == (100.0, 100.0, 100.0)
+
+
+FACT = st.tuples(st.sampled_from(["John", "Paris", "France"]), st.sampled_from(["John", "Paris", "France"]),
+                 st.sampled_from(["P17", "P27", "P131"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TRIPLE, max_size=10), st.sets(FACT, max_size=6), st.sets(FACT, max_size=6))
+def test_ign_f1_never_exceeds_f1_and_falls_as_the_train_facts_grow(preds, facts, more):
+    """Ign F1 leaves out the correct triples already among the train facts: a superset of facts
+    leaves out at least as many, so Ign F1 can only fall, and never rises above F1."""
+    gold = [make_doc(labels=[{"h": 1, "t": 2, "r": "P17", "evidence": [0]}, {"h": 0, "t": 1, "r": "P27", "evidence": []}]),
+            make_doc(title="other")]
+    some, superset = evaluate(preds, gold, facts, []), evaluate(preds, gold, facts | more, [])
+    assert superset["ign_f1"] <= some["ign_f1"] + 1e-9
+    assert some["ign_f1"] <= some["f1"] + 1e-9 and superset["ign_f1"] <= superset["f1"] + 1e-9
+    assert superset["f1"] == some["f1"]  # the facts change only Ign F1
