@@ -134,8 +134,9 @@ def check_fits(path: str | Path, key: str, schema: RelSchema, rel_info: str, mod
     if theirs != schema:
         only_ckpt = [r for r in theirs.relations if r not in schema.rel2id]
         only_mine = [r for r in schema.relations if r not in theirs.rel2id]
-        diff = (f"relations only in the checkpoint: {only_ckpt[:5]}, only in data.rel_info: {only_mine[:5]}"
-                if only_ckpt or only_mine else "the same relations in another class order")
+        diff = "; ".join([*([f"only in the checkpoint: {only_ckpt[:5]}"] if only_ckpt else []),
+                          *([f"only in data.rel_info: {only_mine[:5]}"] if only_mine else [])]
+                         ) or "the same relations in another class order"
         raise InputError(f"made for a schema of {theirs.num_classes - 1} relations, but data.rel_info={rel_info} "
                          f"has {schema.num_classes - 1} ({diff})", path=where)
     if model is None:

@@ -105,3 +105,51 @@ def test_verify_checks_every_file_recorded_at_save_time(checkpoint, tmp_path, ca
     with pytest.raises(SystemExit) as e:
         main(["verify", str(folder)])
     assert e.value.code == 2 and "encoder/config.json: 2 bytes, but" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda f: (f / "relations.json").write_text("[1, 2]"), 'relations.json: expected {"relations": [relation ids'),
+    (lambda f: (f / "relations.json").write_text('{"relations": ["P17", "P17"]}'), "relations.json: duplicate relation"),
+    (lambda f: (f / "config.json").write_text('{"model": {"no_such_key": 1}}'), "config.json: not a kddocre config"),
+    (lambda f: (f / "config.json").write_text("{trunc"), "config.json: not a valid JSON file"),
+    (lambda f: (f / "encoder" / "config.json").write_text('{"model_type": "no-such-model"}'),
+     "encoder: the encoder's config or tokenizer does not load"),
+], ids=["schema-not-an-object", "schema-repeats", "config-unknown-key", "config-not-json", "encoder-config"])
+def test_damaged_checkpoint_files_end_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
+    folder = broken_copy(checkpoint, tmp_path, edit)
+    with pytest.raises(SystemExit) as e:
+        main(predict(folder, tmp_path))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and expected in err and err.count("\n") == 1
+
+
+def head_of_other_size(folder):
+    conf = json.loads((folder / "config.json").read_text())
+    conf["model"]["emb_size"] = 128
+    (folder / "config.json").write_text(json.dumps(conf))
+
+
+@pytest.mark.parametrize("key, edit, overrides, expected", [
+    ("train.init_from", lambda f: None, ["model.encoder=minilm"],
+     "made with encoder tiny-random (model_type=bert, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, "
+     "intermediate_size=128, vocab_size=30522), but model.encoder=minilm is model_type=bert, hidden_size=384, "
+     "num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522"),
+    ("train.init_from", head_of_other_size, [], "its head has another shape (model.emb_size: checkpoint 128, this config"),
+    ("train.init_from", drop_a_relation, [], "made for a schema of 95 relations, but data.rel_info="),
+    ("distill.teacher", drop_a_relation, [], "only in data.rel_info: ['"),
+    ("distill.teacher", lambda f: (f / "relations.json").unlink(), [], "not a kddocre checkpoint or run folder (no "
+                                                                       "relations.json"),
+], ids=["other-encoder", "other-head", "init-other-schema", "teacher-other-schema", "teacher-no-schema"])
+def test_a_checkpoint_made_for_another_model_is_refused_naming_both(checkpoint, tmp_path, capsys, monkeypatch, key,
+                                                                     edit, overrides, expected):
+    """Before Ray starts (`ray.init` fails the test): the starting weights must fit the model this
+    config builds, and a teacher must score the relations of this config's schema."""
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    folder = broken_copy(checkpoint, tmp_path, edit)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *TINY, *overrides, f"{key}={folder}",
+              f"output_dir={tmp_path / 'runs'}", "tracking.enabled=false"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{key}={folder}: " in err and expected in err, err
