@@ -280,9 +280,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     cfg = OmegaConf.structured(Config)
     for layer in _yaml_chain(Path(path)) if path is not None else []:
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(layer))
+            cfg = OmegaConf.merge(cfg, _read_yaml(layer))
         except Exception as e:  # OmegaConf names the key; add the file
             raise InputError(_omegaconf_message(e), path=layer) from None
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise InputError(f"{o!r}: expected a dotted key=value (e.g. train.epochs=3)", path="command-line override")
     if overrides:
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
@@ -376,14 +379,33 @@ def _yaml_chain(path: Path) -> list[Path]:
     then state only what differs, and every shared fact lives in the base file."""
     chain = [path]
     while True:
-        parent = OmegaConf.load(chain[0]).get("extends")
+        parent = _read_yaml(chain[0]).get("extends")
         if not parent:
             break
-        parent_path = (chain[0].parent / parent).resolve()
+        parent_path = (chain[0].parent / str(parent)).resolve()
         if parent_path in chain:
-            raise InputError(f"{chain[0]}: circular 'extends: {parent}'")
+            raise InputError(f"circular 'extends: {parent}'", path=chain[0])
+        if not parent_path.is_file():
+            raise InputError(f"extends: {parent}: no such file ({parent_path})", path=chain[0])
         chain.insert(0, parent_path)
     return chain
+
+
+def _read_yaml(path: Path):
+    """One YAML config file as an OmegaConf mapping; anything else is an InputError naming it."""
+    if not path.is_file():
+        raise InputError("no such config file" if not path.exists() else "not a file", path=path)
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # PyYAML's words, with the line; OmegaConf's first line
+        mark = getattr(e, "problem_mark", None)
+        said = (f"{getattr(e, 'problem', None) or e} at line {mark.line + 1}, column {mark.column + 1}" if mark
+                else _omegaconf_message(e))
+        raise InputError(f"not a YAML config: {said}", path=path) from None
+    if not OmegaConf.is_dict(cfg):
+        raise InputError(f"expected a mapping of config sections (name:, data:, train: ...), got a "
+                         f"{type(OmegaConf.to_container(cfg)).__name__}", path=path)
+    return cfg
 
 
 def _path_keys(cls: type, prefix: str = "") -> tuple[str, ...]:

@@ -123,3 +123,37 @@ def test_relative_paths_are_made_absolute_and_uris_kept(tmp_path, monkeypatch):
     conf = load_config(CONFIGS / "tiny.yaml", ["pipeline.corpus=corpus.json", "distill.teacher=mock://b/teacher"])
     assert conf.pipeline.corpus == str(tmp_path / "corpus.json")
     assert conf.distill.teacher == "mock://b/teacher"
+
+
+@pytest.mark.parametrize("text, overrides, says", [
+    ("- a\n- b\n", [], "c.yaml: expected a mapping of config sections"),
+    ("a: [\n", [], "c.yaml: not a YAML config: did not find expected node content at line 2, column 1"),
+    ("\x00binary", [], "c.yaml: not a YAML config: unacceptable character"),
+    ("extends: absent.yaml\n", [], "c.yaml: extends: absent.yaml: no such file"),
+    ("extends: c.yaml\n", [], "c.yaml: circular 'extends: c.yaml'"),
+    ("train: {epochs: many}\n", [], "c.yaml: train.epochs: Value 'many' of type 'str' could not be converted to Integer"),
+    ("trian: {epochs: 1}\n", [], "c.yaml: trian: Key 'trian' not in 'Config'"),
+    ("name: x\n", ["train.epochs"], "command-line override: 'train.epochs': expected a dotted key=value"),
+    ("name: x\n", ["train=3"], "command-line override: Merge error: int is not a subclass of TrainConfig"),
+    ("name: x\n", ["loss.name=focal"], "loss.name"),
+    ("extends: " + str(CONFIGS / "tiny.yaml") + "\n", ["train.epochs=0"], "train.epochs=0 must be >= 1"),
+    ("name: x\n", [], "c.yaml: required keys not set: ['data.rel_info', 'data.train.path']"),
+], ids=["a-list", "unclosed", "binary", "missing-base", "circular", "wrong-type", "unknown-section", "no-equals",
+        "section-as-value", "bad-choice", "out-of-range", "required-unset"])
+def test_a_bad_config_or_override_ends_with_status_2_naming_file_and_key(tmp_path, capsys, text, overrides, says):
+    from kddocre_ray.cli import main
+
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(tmp_path / "c.yaml"), *overrides])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_a_config_that_is_no_file_is_named(tmp_path, capsys):
+    from kddocre_ray.cli import main
+
+    for path, says in ((tmp_path / "absent.yaml", "absent.yaml: no such config file"), (tmp_path, "not a file")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--config", str(path)])
+        assert e.value.code == 2 and says in capsys.readouterr().err
