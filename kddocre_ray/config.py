@@ -74,6 +74,13 @@ class SweepLevel(Choice):
     kd = "kd"  # the trials share the pipeline's teacher and soft labels (KD weight, student learning rates)
 
 
+class SweepMetric(Choice):
+    """What a sweep maximizes: a trial's epochs report these (train/worker.py evaluate_dev)."""
+
+    dev_f1 = "dev_f1"
+    dev_ign_f1 = "dev_ign_f1"
+
+
 class SweepScheduler(Choice):
     asha = "asha"  # stops weak trials early
     fifo = "fifo"  # every trial runs its whole budget
@@ -220,7 +227,7 @@ class SweepConfig:
     level: SweepLevel = SweepLevel.teacher
     space: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 1  # draws of the distributions (a grid is crossed with each draw)
-    metric: str = "dev_f1"  # maximized; a trial counts by its best epoch
+    metric: SweepMetric = SweepMetric.dev_f1  # maximized; a trial counts by its best epoch
     scheduler: SweepScheduler = SweepScheduler.asha
     grace_period: int = 1  # epochs every trial gets before ASHA may stop it
     reduction_factor: int = 2

@@ -124,6 +124,8 @@ def check_space(conf: Config) -> None:
     leaves = space_leaves(s.space)
     if s.num_samples < 1 or s.grace_period < 1 or s.reduction_factor < 2:
         raise InputError("sweep: num_samples and grace_period must be >= 1, reduction_factor >= 2")
+    if conf.data.dev is None:
+        raise InputError(f"a sweep ranks its trials by {s.metric}: set data.dev")
     if s.level == SweepLevel.teacher and conf.distill.kd == KD.none:
         raise InputError("sweep.level=teacher with distill.kd=none: NA has no teacher")
     def fingerprints(c: Config, until: str) -> list[str]:

@@ -163,12 +163,20 @@ def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tiny_pipeline):
     (["sweep.level=kd", "sweep.space.loss.gamma=[0, 1]"], "changes the teacher or the soft labels"),
     (["sweep.space.loss.gamma=[0, 1]", "sweep.num_samples=2"], "put train.seed in sweep.space"),
     (["distill.kd=none"], "NA has no teacher"),
+    (["sweep.metric=train_loss"], "sweep.metric"),
+    (["data.dev=null"], "a sweep ranks its trials by dev_f1: set data.dev"),
+    (["sweep.reduction_factor=1"], "reduction_factor >= 2"),
 ])
-def test_a_bad_search_space_fails_before_any_work(overrides, message):
-    from kddocre_ray.sweep import check_space
+def test_a_bad_search_space_ends_with_status_2_before_any_work(tmp_path, capsys, monkeypatch, overrides, message):
+    import ray
 
-    with pytest.raises(ValueError, match=message):
-        check_space(load_config(REPO / "configs" / "tiny.yaml", overrides))
+    from kddocre_ray.cli import main
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--config", str(REPO / "configs" / "tiny.yaml"), *overrides, f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
 def test_the_default_space_is_the_papers_gamma_grid_and_kd_keys_pass_at_kd_level():
