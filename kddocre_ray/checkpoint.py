@@ -29,7 +29,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     local folder (one in an object store is copied to this node's cache first)."""
     path = location(path)
     if (path / layout.MODEL).is_file():
-        path = location(read_json(path / layout.MODEL)["checkpoint"])
+        file = path / layout.MODEL
+        pointer = read_json(file)
+        if not (isinstance(pointer, dict) and isinstance(pointer.get("checkpoint"), str)):
+            raise InputError('expected {"checkpoint": "the folder of the model this folder stands for"}', path=file)
+        path = location(pointer["checkpoint"])
+        if not path.exists():
+            raise InputError(f"names the checkpoint {path}, which is not there", path=file)
     return local_copy(path / layout.CHECKPOINT if (path / layout.CHECKPOINT).is_dir() else path)
 
 
@@ -80,6 +86,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
         if not (path / name).exists():
             raise InputError(f"not a kddocre checkpoint (no {name})", path=path)
+    # every file as it was saved: an edited relations.json would otherwise map each class to another relation
+    verify(path)
     conf = read_config(path)
     schema = read_schema(path)
     try:
@@ -91,19 +99,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     encoder = AutoModel.from_config(enc_cfg, attn_implementation="eager")
     model = DocREModel(encoder, conf.model, schema.num_classes, tokenizer.pad_token_id)
     try:
-        model.load_state_dict(load_weights(path), strict=True)
+        model.load_state_dict(load_weights(path, verified=True), strict=True)
     except RuntimeError as e:  # another encoder, head size or schema than its config.json / relations.json say
         raise InputError(f"the weights do not fit the model that {CONFIG}, {SCHEMA} and {ENCODER}/ describe "
                          f"({str(e).splitlines()[0][:300]})", path=path / WEIGHTS) from None
     return model.to(device).eval(), conf, schema, tokenizer
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a checkpoint folder (tensors only: no pickled objects are loaded)."""
+def load_weights(path: str | Path, verified: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint folder (tensors only: no pickled objects are loaded),
+    checked against its recorded digest unless the caller has `verified` the folder."""
     path = resolve_checkpoint(path)
     if not (path / WEIGHTS).exists():
         raise InputError(f"not a kddocre checkpoint (no {WEIGHTS})", path=path)
-    verify(path, [WEIGHTS])
+    if not verified:
+        verify(path, [WEIGHTS])
     try:
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's words for a truncated or edited file
@@ -167,7 +177,7 @@ def read_schema(path: str | Path) -> RelSchema:
     if not (isinstance(relations, list) and all(isinstance(r, str) for r in relations) and isinstance(names, dict)):
         raise InputError('expected {"relations": [relation ids in class order], "names": {id: name}}', path=file)
     try:
-        return RelSchema(tuple(relations), names)
+        return RelSchema(tuple(relations), names, str(file))
     except ValueError as e:  # a reserved or repeated relation id
         raise InputError(str(e), path=file) from None
 

@@ -67,16 +67,20 @@ def _job_config(args):
 
 
 def _reference(args, schema, conf=None):
+    from .data.distant import load_facts
     from .evaluation import Reference
 
+    facts = load_facts(args.facts, schema) if args.facts else None
     if args.train:
-        return Reference.from_train(_read(args.train, schema, args.skip_bad_docs), args.facts)
+        return Reference.from_train(_read(args.train, schema, args.skip_bad_docs), facts)
     if conf is not None:
+        if not Path(conf.data.train.path).is_file():
+            raise InputError(f"the checkpoint's config.json names data.train.path={conf.data.train.path}, which is "
+                             "not here (Ign F1 needs the training facts): pass --train FILE or --facts FILE",
+                             path=args.checkpoint)
         return Reference.from_config(conf, schema)
-    if args.facts:
-        from .data.distant import load_facts
-
-        return Reference(load_facts(args.facts), [])
+    if facts is not None:
+        return Reference(facts, [])
     raise InputError("evaluate --pred needs --train FILE (Ign facts, frequent relations) or --facts FILE")
 
 
@@ -90,7 +94,7 @@ def _evaluate(args) -> None:
         if not args.data:
             raise InputError("evaluate --checkpoint needs --data FILE")
         predictor = Predictor.load(args.checkpoint, precision=args.precision)
-        gold = _read(args.data, predictor.schema, args.skip_bad_docs, unique_titles=True)
+        gold = _read_gold(args.data, predictor.schema, args.skip_bad_docs)
         preds = predictor.predict_docs(gold)
         reference = _reference(args, predictor.schema, predictor.conf)
         if args.out:
@@ -99,7 +103,7 @@ def _evaluate(args) -> None:
         if not args.gold:
             raise InputError("evaluate --pred needs --gold FILE")
         schema = load_schema(args.rel_info)
-        gold = _read(args.gold, schema, args.skip_bad_docs, unique_titles=True)
+        gold = _read_gold(args.gold, schema, args.skip_bad_docs)
         preds = _read_preds(args.pred, gold, schema, args.skip_bad_preds)
         reference = _reference(args, schema)
     metrics = reference.score(preds, gold)
@@ -150,11 +154,8 @@ def _distant(args) -> None:
 
     schema = load_schema(args.rel_info)
     docs = _read(args.docs, schema, args.skip_bad_docs)
-    facts = load_facts(args.facts)
+    facts = load_facts(args.facts, schema)
     labelled, stats = distant_label(docs, facts)
-    unknown = {lab["r"] for d in labelled for lab in d["labels"]} - set(schema.relations)
-    if unknown:
-        raise InputError(f"relations not in {args.rel_info}: {sorted(unknown)}", path=args.facts)
     write_json(labelled, args.out)
     print(f"{stats.labels} labels on {stats.pairs} entity pairs in {stats.labelled_documents} of "
           f"{stats.documents} documents, from {len(facts)} facts; written to {args.out}")
@@ -164,6 +165,17 @@ def _read(path, schema, skip_bad, unique_titles: bool = False) -> list[dict]:
     from .data.splits import read_valid
 
     return read_valid(path, schema, skip_bad, log=_warn, unique_titles=unique_titles)
+
+
+def _read_gold(path, schema, skip_bad) -> list[dict]:
+    """Documents to score against: each with its labels (an empty list: no relation), titles
+    unique (they key the scorer), at least one document."""
+    from .data.splits import read_valid
+
+    gold = read_valid(path, schema, skip_bad, log=_warn, unique_titles=True, require_labels=True)
+    if not gold:
+        raise InputError("no documents to score against", path=path)
+    return gold
 
 
 def _read_preds(path: str, gold: list[dict], schema, skip_bad: bool) -> list[dict]:

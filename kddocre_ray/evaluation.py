@@ -15,15 +15,14 @@ class Reference:
         self.facts, self.frequent = facts, frequent
 
     @classmethod
-    def from_train(cls, train_docs: list[dict], fact_file: str | None = None) -> Reference:
-        """Ign facts from `fact_file` if given, else from the training documents' names."""
-        facts = load_facts(fact_file) if fact_file else train_facts(train_docs)
-        return cls(facts, frequent_relations(train_docs))
+    def from_train(cls, train_docs: list[dict], facts: set | None = None) -> Reference:
+        """Ign facts as given (a fact file's), else from the training documents' names."""
+        return cls(facts if facts is not None else train_facts(train_docs), frequent_relations(train_docs))
 
     @classmethod
     def from_config(cls, conf: Config, schema: RelSchema) -> Reference:
         train = load_split(conf.data.train, schema, conf.data.skip_bad_docs, log=lambda *a: None)
-        return cls.from_train(train, conf.data.train_facts)
+        return cls.from_train(train, load_facts(conf.data.train_facts, schema) if conf.data.train_facts else None)
 
     def score(self, preds: list[dict], gold_docs: list[dict]) -> dict:
         return evaluate(preds, gold_docs, self.facts, self.frequent)

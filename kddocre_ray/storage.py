@@ -179,6 +179,8 @@ def write_bytes(path: Location, payload: bytes) -> None:
     """Write a whole file so that no reader sees half of it and a crash leaves none: a temp file
     of a unique name, synced, then renamed over the target on a local disk; one PUT in an object
     store."""
+    if path.is_dir():
+        raise InputError("a folder: give the name of a file to write", path=path)
     if isinstance(path, RemotePath):
         path.write_bytes(payload)
         return
@@ -204,6 +206,8 @@ def write_text(path: Location, text: str) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes), local or in an
     object store."""
+    if location(path).is_dir():
+        raise InputError("a folder, where a JSON file was expected", path=path)
     raw = location(path).read_bytes()
     try:
         if str(path).endswith(".gz") or raw[:2] == _GZIP_MAGIC:

@@ -75,14 +75,17 @@ def drop_a_relation(folder):
     (edit_a_weight, "model.pt: its sha256 differs from the one recorded when it was written (edited or corrupt)"),
     (without_checksums(truncate), "model.pt: not readable as model weights, truncated or corrupt"),
     (without_checksums(lambda f: (f / "model.pt").write_bytes(b"not a zip")), "model.pt: not readable as model weights"),
-    (drop_a_relation, "model.pt: the weights do not fit the model that config.json, relations.json and encoder/ "
-                      "describe"),
+    (drop_a_relation, "relations.json: {} bytes, but {} were written (truncated or replaced)"),
+    (without_checksums(drop_a_relation), "model.pt: the weights do not fit the model that config.json, "
+                                         "relations.json and encoder/ describe"),
     (lambda f: (f / "model.pt").unlink(), "checkpoint: not a kddocre checkpoint (no model.pt)"),
-], ids=["truncated", "edited", "truncated-old", "not-torch-old", "schema-mismatch", "missing-weights"])
+], ids=["truncated", "edited", "truncated-old", "not-torch-old", "schema-edited", "schema-mismatch-old",
+        "missing-weights"])
 def test_a_bad_checkpoint_ends_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
     folder = broken_copy(checkpoint, tmp_path, edit)
     if "{}" in expected:
-        expected = expected.format((folder / "model.pt").stat().st_size, (checkpoint / "model.pt").stat().st_size)
+        name = expected.split(":")[0]
+        expected = expected.format((folder / name).stat().st_size, (checkpoint / name).stat().st_size)
     with pytest.raises(SystemExit) as e:
         main(predict(folder, tmp_path))
     err = capsys.readouterr().err
@@ -116,7 +119,8 @@ def test_verify_checks_every_file_recorded_at_save_time(checkpoint, tmp_path, ca
      "encoder: the encoder's config or tokenizer does not load"),
 ], ids=["schema-not-an-object", "schema-repeats", "config-unknown-key", "config-not-json", "encoder-config"])
 def test_damaged_checkpoint_files_end_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
-    folder = broken_copy(checkpoint, tmp_path, edit)
+    """Saved without checksums (which would name the edited file first): each file's own reader speaks."""
+    folder = broken_copy(checkpoint, tmp_path, without_checksums(edit))
     with pytest.raises(SystemExit) as e:
         main(predict(folder, tmp_path))
     err = capsys.readouterr().err
@@ -153,3 +157,17 @@ def test_a_checkpoint_made_for_another_model_is_refused_naming_both(checkpoint, 
               f"output_dir={tmp_path / 'runs'}", "tracking.enabled=false"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"{key}={folder}: " in err and expected in err, err
+
+
+@pytest.mark.parametrize("pointer, says", [
+    ({"model": "x"}, 'model.json: expected {"checkpoint": '),
+    ([1], 'model.json: expected {"checkpoint": '),
+    ({"checkpoint": "/no/such/checkpoint"}, "model.json: names the checkpoint /no/such/checkpoint, which is not there"),
+], ids=["no-key", "a-list", "gone"])
+def test_a_run_folder_whose_model_json_is_damaged_is_named(tmp_path, capsys, pointer, says):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.json").write_text(json.dumps(pointer))
+    with pytest.raises(SystemExit) as e:
+        main(predict(tmp_path / "run", tmp_path))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and err.count("\n") == 1, err

@@ -22,7 +22,11 @@ GOOD = {"title": "doc", "h_idx": 1, "t_idx": 2, "r": "P17", "evidence": [0]}  # 
 
 
 def write(path, obj) -> str:
-    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    """`obj` as JSON (a string as it is) at `path`; "folder" makes `path` a folder."""
+    if obj == "folder":
+        path.mkdir()
+    else:
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return str(path)
 
 
@@ -48,9 +52,11 @@ def evaluate_cli(tmp_path, preds, gold=None, *extra) -> list[str]:
     ([{**GOOD, "t_idx": 3}], 'entry 0 ("doc"): t_idx', "entity 3 out of range (the document has 3)"),
     ([{**GOOD, "h_idx": -1}], 'entry 0 ("doc"): h_idx', "entity -1 out of range"),
     ([{**GOOD, "t_idx": 1}], 'entry 0 ("doc"): t_idx', "head and tail are both entity 1"),
+    ([{**GOOD, "evidence": [0, 4]}], 'entry 0 ("doc"): evidence', "sentence 4 out of range (the document has 1)"),
+    ("folder", "p.json", "a folder, where a JSON file was expected"),
 ], ids=["object", "truncated", "not-an-object", "missing-key", "index-as-string", "index-as-bool", "title-type",
         "relation-type", "evidence-type", "unknown-title", "unknown-relation", "na-relation", "index-too-large",
-        "index-negative", "same-entity"])
+        "index-negative", "same-entity", "evidence-out-of-range", "a-folder"])
 def test_a_bad_predictions_file_ends_with_status_2_naming_file_entry_and_field(tmp_path, capsys, preds, where,
                                                                                  expected):
     with pytest.raises(SystemExit) as e:
@@ -162,3 +168,15 @@ def test_ign_f1_never_exceeds_f1_and_falls_as_the_train_facts_grow(preds, facts,
     assert superset["ign_f1"] <= some["ign_f1"] + 1e-9
     assert some["ign_f1"] <= some["f1"] + 1e-9 and superset["ign_f1"] <= superset["f1"] + 1e-9
     assert superset["f1"] == some["f1"]  # the facts change only Ign F1
+
+
+@pytest.mark.parametrize("gold, says", [
+    ([], "gold.json: no documents to score against"),
+    ([{k: v for k, v in make_doc().items() if k != "labels"}], 'gold.json: document 0 ("doc"): labels: missing'),
+    ([make_doc(), {**make_doc(title="other"), "labels": None}], 'gold.json: document 1 ("other"): labels: expected a list'),
+], ids=["empty", "unlabelled (DocRED's test.json)", "labels-null"])
+def test_a_gold_file_without_labels_is_refused_not_scored_as_zero(tmp_path, capsys, gold, says):
+    with pytest.raises(SystemExit) as e:
+        main(evaluate_cli(tmp_path, [], gold))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err, err

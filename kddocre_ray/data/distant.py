@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from ..storage import read_json
+from .docred import RelSchema
 
 Fact = tuple[str, str, str]  # (head name, tail name, relation id)
 
@@ -28,9 +29,11 @@ class DistantStats:
     labels: int = 0
 
 
-def load_facts(path: str | os.PathLike) -> set[Fact]:
+def load_facts(path: str | os.PathLike, schema: RelSchema | None = None) -> set[Fact]:
     """Read a fact file: a JSON list of ``[head name, tail name, relation id]`` (DocRED's
-    ``ref/train_annotated.fact``); the one reader of fact files, for distant labels and Ign F1."""
+    ``ref/train_annotated.fact``); the one reader of fact files, for distant labels and Ign F1.
+    With `schema`, a relation it does not have is an error naming the fact (a fact file of
+    another dataset would otherwise label nothing, or never match, silently)."""
     data = read_json(path)
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of facts, got {type(data).__name__}", path=path)
@@ -39,6 +42,9 @@ def load_facts(path: str | os.PathLike) -> set[Fact]:
         if not (isinstance(fact, list) and len(fact) == 3 and all(isinstance(x, str) for x in fact)):
             raise InputError(f"expected [head name, tail name, relation id], got {json.dumps(fact)}", path=path,
                              index=i, what="fact")
+        if schema is not None and fact[2] not in schema.relations:
+            raise InputError(f"relation {fact[2]!r} is not in the schema{schema.named_by}", path=path, index=i,
+                             what="fact")
         facts.add(tuple(fact))
     return facts
 

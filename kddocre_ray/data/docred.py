@@ -24,6 +24,12 @@ class RelSchema:
 
     relations: tuple[str, ...]
     names: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    source: str = field(default="", hash=False, compare=False)  # the file it came from, for messages
+
+    @property
+    def named_by(self) -> str:
+        """" (rel_info.json)": where the schema came from, for a message; "" when unknown."""
+        return f" ({self.source})" if self.source else ""
 
     def __post_init__(self) -> None:
         if NA in self.relations:
@@ -56,15 +62,23 @@ def load_schema(path: str | os.PathLike) -> RelSchema:
     data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise InputError("expected a non-empty JSON object of relations", path=path)
+    if "" in data:
+        raise InputError("a relation id may not be empty", path=path, field='""')
     values = list(data.values())
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if data.get(NA, 0) != 0:
+            raise InputError(f"{NA!r} must be class 0 (the threshold class), not {data[NA]}", path=path, field=NA)
         ordered = sorted((i, r) for r, i in data.items() if r != NA)
         if [i for i, _ in ordered] != list(range(1, len(ordered) + 1)):
             raise InputError(f"relation ids must be 1..{len(ordered)} (with {NA!r} = 0)", path=path)
-        return RelSchema(tuple(r for _, r in ordered))
-    if all(isinstance(v, str) for v in values):
-        return RelSchema(tuple(r for r in data if r != NA), {r: n for r, n in data.items() if r != NA})
-    raise InputError("values must be all relation names (str) or all class ids (int)", path=path)
+        relations, names = tuple(r for _, r in ordered), {}
+    elif all(isinstance(v, str) for v in values):
+        relations, names = tuple(r for r in data if r != NA), {r: n for r, n in data.items() if r != NA}
+    else:
+        raise InputError("values must be all relation names (str) or all class ids (int)", path=path)
+    if not relations:
+        raise InputError(f"no relation besides {NA!r}", path=path)
+    return RelSchema(relations, names, str(path))
 
 
 class DocError(InputError):
@@ -152,7 +166,7 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
         if not isinstance(label.get("r"), str):
             fail(f"{at}.r", "missing" if "r" not in label else "expected a relation id string")
         if label["r"] not in known:
-            fail(f"{at}.r", f"unknown relation {label['r']!r}")
+            fail(f"{at}.r", f"unknown relation {label['r']!r}: not in the schema{schema.named_by}")
         evidence = label.get("evidence", [])
         if not isinstance(evidence, list) or not all(map(is_int, evidence)):
             fail(f"{at}.evidence", "expected a list of sentence ids")

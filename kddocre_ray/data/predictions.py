@@ -57,6 +57,10 @@ def entry_problem(p: Any, docs: dict[str, dict], schema: RelSchema) -> tuple[str
             return "entity out of range", key, f"entity {p[key]} out of range (the document has {n})"
     if p["h_idx"] == p["t_idx"]:
         return "same entity", "t_idx", f"head and tail are both entity {p['h_idx']}"
+    outside = [s for s in evidence if not 0 <= s < len(doc["sents"])]
+    if outside:
+        return "evidence out of range", "evidence", f"sentence {outside[0]} out of range (the document has " \
+                                                    f"{len(doc['sents'])})"
     return None
 
 

@@ -5,9 +5,10 @@ from ..config import DataSource
 from .docred import RelSchema, read_docs
 
 
-def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print, unique_titles: bool = False) -> list[dict]:
+def read_valid(path: str, schema: RelSchema, skip_bad: bool = False, log=print, unique_titles: bool = False,
+               require_labels: bool = False) -> list[dict]:
     """Validated documents; with `skip_bad`, each skipped one is reported and counted."""
-    docs, bad = read_docs(path, schema, skip_bad=skip_bad, unique_titles=unique_titles)
+    docs, bad = read_docs(path, schema, skip_bad=skip_bad, unique_titles=unique_titles, require_labels=require_labels)
     report_skipped(path, bad, log)
     return docs
 

@@ -19,7 +19,6 @@ from ..data.docred import RelSchema, read_docs
 from ..data.features import doc_features
 from ..data.rows import feature_table
 from ..data.splits import report_skipped
-from ..errors import InputError
 from ..fingerprint import path_digest
 from ..storage import Location
 
@@ -34,10 +33,7 @@ def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location,
     report_skipped(path, bad, log)
     distant = {}
     if facts:
-        docs, stats = distant_label(docs, load_facts(facts))
-        unknown = {lab["r"] for d in docs for lab in d["labels"]} - set(schema.relations)
-        if unknown:
-            raise InputError(f"{facts}: relations not in the schema: {sorted(unknown)}")
+        docs, stats = distant_label(docs, load_facts(facts, schema))
         distant = {"distant_labels": stats.labels, "distant_pairs": stats.pairs,
                    "distant_labelled_documents": stats.labelled_documents}
     bad_index = {err.index for err in bad}

@@ -58,7 +58,7 @@ def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
             p = conf.pipeline
             read_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs)
             if p.facts:
-                load_facts(p.facts)
+                load_facts(p.facts, schema)
     return stages
 
 

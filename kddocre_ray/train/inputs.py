@@ -33,7 +33,7 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
         if not docs:
             raise InputError(f"no documents in data.{split} (start={src.start}, end={src.end})", path=src.path)
     if d.train_facts:
-        load_facts(d.train_facts)
+        load_facts(d.train_facts, schema)
     if conf.train.init_from:
         check_fits(conf.train.init_from, "train.init_from", schema, d.rel_info, conf.model)
     if conf.distill.teacher:

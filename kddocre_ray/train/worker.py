@@ -118,7 +118,8 @@ def setup(conf: Config) -> Worker:
     if conf.data.dev:
         dev_docs = load_split(conf.data.dev, schema, conf.data.skip_bad_docs, log)
         dev = DevSet(dev_docs, [doc_features(d, tokenizer, schema) for d in dev_docs],
-                     Reference.from_train(train_docs, conf.data.train_facts).facts)
+                     Reference.from_config(conf, schema).facts if conf.data.train_facts else
+                     Reference.from_train(train_docs).facts)
     tc = conf.train
     objective, source, where = batch_source(conf, train_docs, train_feats, schema, device, rank, world, log)
     log(f"[kddocre] {where}, {len(dev.feats) if dev else 0} dev documents, {world} worker(s) x {threads} threads, "
