@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
+
 
 def _cpu_has_bf16() -> bool:
     try:
@@ -27,7 +29,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """
     if name != "auto":
         if name == "fp16" and device.type != "cuda":
-            raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+            raise InputError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         if name == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
             logging.getLogger("kddocre").warning(
                 "precision bf16 on a CPU without native bf16 (no avx512_bf16 / AMX): it is emulated and "

@@ -56,7 +56,10 @@ def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
             check_deepspeed_file(stage.conf.train.deepspeed_config, stage.conf, stage.conf.scale.num_workers)
         if stage.name == "ingest" and not stage.complete:
             p = conf.pipeline
-            read_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs)
+            docs, _ = read_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs)
+            if not any(len(d["vertexSet"]) >= 2 for d in docs):
+                raise InputError("no document with two or more entities to learn from", path=p.corpus)
+            del docs
             if p.facts:
                 load_facts(p.facts, schema)
     return stages
@@ -139,7 +142,7 @@ def _ingest(conf: Config, stage: Stage, done: dict, log, callbacks: list) -> tup
         stats = ingest_corpus(p.corpus, load_schema(conf.data.rel_info), conf.model.encoder, tmp,
                               conf.data.skip_bad_docs, p.rows_per_shard, p.facts, log)
         if stats["rows"] == 0:
-            raise ValueError(f"{p.corpus}: no document with two or more entities to learn from")
+            raise InputError("no document with two or more entities to learn from", path=p.corpus)
         building.commit(stats, stats["seconds"])
     return stats, [], ["part-*.parquet"]
 

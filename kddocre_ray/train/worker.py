@@ -30,6 +30,7 @@ from ..config import KD, Config, from_dict, worker_cpus
 from ..data.docred import RelSchema, load_schema
 from ..data.features import Feature, doc_features
 from ..data.splits import load_split
+from ..errors import InputError
 from ..evaluation import Reference
 from ..inference import Predictor
 from ..metrics import official_scores
@@ -174,9 +175,9 @@ def teacher_logits(conf: Config, docs: list[dict], schema: RelSchema, device: to
     """The teacher's logits on the train split, computed in memory once per worker (small
     corpora; the pipeline streams them from the soft-label stage instead)."""
     if conf.distill.kd == KD.none:
-        raise ValueError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher")
+        raise InputError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher")
     if read_schema(conf.distill.teacher) != schema:
-        raise ValueError(f"{conf.distill.teacher}: the teacher's relation schema differs from {conf.data.rel_info}")
+        raise InputError(f"the teacher's relation schema differs from {conf.data.rel_info}", path=conf.distill.teacher)
     t0 = time.time()
     teacher = Predictor.load(conf.distill.teacher, device)
     logits = teacher.logits(teacher.features(docs))
