@@ -167,6 +167,7 @@ def _check_values(batch: pa.RecordBatch, num_classes: int, with_teacher: bool, w
     for column, bad in problems.items():
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"expected {expected[column]} ({int(bad.sum())} rows of this batch are not)",
+            k = int(bad.sum())
+            raise InputError(f"expected {expected[column]} ({k} such row{'s' * (k != 1)} in this batch of {len(n)})",
                              path=where, index=batch.column("doc_index")[i].as_py(),
                              title=batch.column("title")[i].as_py(), field=column, what="document")
