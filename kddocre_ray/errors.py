@@ -21,9 +21,9 @@ class InputError(ValueError):
     def __str__(self) -> str:
         where = [] if self.path is None else [str(self.path)]
         if self.index is not None:
-            where.append(f"{self.what} {self.index}" + (f" ({json.dumps(self.title)})" if self.title is not None else ""))
+            where.append(f"{self.what} {self.index}" + (f" ({json.dumps(self.title, ensure_ascii=False)})" if self.title is not None else ""))
         elif self.title is not None:
-            where.append(f"{self.what} {json.dumps(self.title)}")
+            where.append(f"{self.what} {json.dumps(self.title, ensure_ascii=False)}")
         if self.field:
             where.append(self.field)
         return ": ".join([*where, self.message])

@@ -14,6 +14,7 @@ from conftest import REPO, SAMPLE, TINY
 from kddocre_ray.config import load_config
 from kddocre_ray.data.docred import load_schema
 from kddocre_ray.data.rows import FEATURE_SCHEMA, SOFT_LABEL_SCHEMA, teacher_logits_of
+from kddocre_ray.errors import InputError
 from kddocre_ray.pipeline.soft_labels import TeacherLogits
 
 
@@ -143,7 +144,7 @@ def test_teacher_actors_run_at_the_drivers_priority_not_rays_nice_15(soft):
 def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):
     _, _, out = soft
     table = pq.read_table(out / "soft").slice(0, 1)
-    with pytest.raises(ValueError, match=r"document \d+ \(.*\): \d+ teacher logits, expected"):
+    with pytest.raises(InputError, match=r"^soft labels: document \d+ \(.*\): teacher_logits: \d+ values, expected n\(n-1\)C"):
         teacher_logits_of(table, 50)
 
 
