@@ -67,18 +67,22 @@ def test_missing_inputs_are_named_before_any_work(tmp_path):
 
 def test_an_object_store_corpus_is_found_where_the_filesystem_has_it(tmp_path):
     """Inputs are checked through pyarrow's filesystems, as the readers read them: a URI the
-    filesystem holds is not reported missing (pyarrow's in-memory mock:// stands for S3 here)."""
+    filesystem holds is not reported missing, and its documents are read and validated there
+    (pyarrow's in-memory mock:// stands for S3 here)."""
     from kddocre_ray.storage import location
 
     corpus = location("mock://inputs/distant.json")
     corpus.fs.create_dir("inputs")  # the mock is a tree like a disk; a bucket has no folders to make
-    corpus.write_bytes(b"[]")
+    corpus.write_bytes((REPO / "kddocre_ray" / "sample" / "distant.json").read_bytes())
     conf = load_config(TINY, ["pipeline.corpus=mock://inputs/distant.json", f"output_dir={tmp_path}"])
     assert conf.pipeline.corpus == "mock://inputs/distant.json"  # a URI stays a URI
     check_inputs(conf)
     conf = load_config(TINY, ["pipeline.corpus=mock://inputs/absent.json", f"output_dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="pipeline.corpus=mock://inputs/absent.json"):
         check_inputs(conf)
+    corpus.write_bytes(b"[]")
+    with pytest.raises(InputError, match="^mock://inputs/distant.json: no document with two or more entities"):
+        check_inputs(load_config(TINY, ["pipeline.corpus=mock://inputs/distant.json", f"output_dir={tmp_path}"]))
 
 
 def test_a_submitted_job_refuses_an_output_folder_inside_its_working_directory(tmp_path, monkeypatch):
