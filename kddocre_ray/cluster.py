@@ -6,6 +6,7 @@ import os
 import ray
 
 from .config import Config
+from .errors import InputError
 
 
 def submitted_job() -> bool:
@@ -23,3 +24,30 @@ def init_ray(conf: Config) -> None:
         ray.init(address=address, log_to_driver=True)
     else:  # "local": a new cluster of our own, never a `ray start` head that happens to run here
         ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
+
+
+def joined(conf: Config) -> bool:
+    """True when the run joins an existing cluster (which may grow: an autoscaler adds nodes),
+    False when it starts a local one of this machine's resources."""
+    return bool(conf.scale.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_room(conf: Config, workers: int, cpus_each: float, log=print) -> None:
+    """Ray waits, without a word, for resources a cluster does not have. A local cluster never
+    will have them: that is bad input, named. A joined one may, once its autoscaler adds nodes:
+    that is said, and the run waits."""
+    have = ray.cluster_resources()
+    need = {"CPU": workers * cpus_each, **({"GPU": workers} if conf.scale.use_gpu else {})}
+    short = {k: v for k, v in need.items() if v > have.get(k, 0)}
+    if not short:
+        return
+    said = ", ".join(f"{v:g} {k}" for k, v in short.items())
+    asked = (f"scale.num_workers={workers} x {cpus_each:g} CPUs"
+             + (" and a GPU each (scale.use_gpu)" if conf.scale.use_gpu else ""))
+    if not joined(conf):
+        fix = ("set scale.use_gpu=false, or join a cluster with GPUs" if "GPU" in short else
+               "lower scale.num_workers or scale.cpus_per_worker, or join a bigger cluster")
+        raise InputError(f"{asked} needs {said}, but this machine's Ray cluster has {have.get('CPU', 0):g} CPUs and "
+                         f"{have.get('GPU', 0):g} GPUs: {fix} (RAY_ADDRESS, scale.ray_address)")
+    log(f"[kddocre] {asked} needs {said}, more than the cluster has now "
+        f"({have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs): waiting for the autoscaler to add nodes")

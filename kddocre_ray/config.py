@@ -6,7 +6,9 @@ YAML file or on the command line fails loudly instead of silently training the w
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -282,22 +284,33 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+_KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the YAML file, then `a.b=value` overrides; validated, paths made absolute."""
     cfg = OmegaConf.structured(Config)
     for layer in _yaml_chain(Path(path)) if path is not None else []:
+        data = _read_yaml(layer)
         try:
-            cfg = OmegaConf.merge(cfg, _read_yaml(layer))
+            cfg = OmegaConf.merge(cfg, data)
         except Exception as e:  # OmegaConf names the key; add the file
             raise InputError(_omegaconf_message(e), path=layer) from None
-    for o in overrides:
-        if "=" not in o or o.startswith("="):
+    for o in overrides:  # one at a time, so that a message names the one at fault
+        key = o.split("=", 1)[0]
+        if "=" not in o or not _KEY.fullmatch(key):
             raise InputError(f"{o!r}: expected a dotted key=value (e.g. train.epochs=3)", path="command-line override")
-    if overrides:
+        if key == "extends":
+            raise InputError(f"{o!r}: extends is read from config files only (give the file with --config)",
+                             path="command-line override")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
         except Exception as e:
-            raise InputError(_omegaconf_message(e), path="command-line override") from None
+            raise InputError(f"{o!r}: {_omegaconf_message(e)}", path="command-line override") from None
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as e:  # an ${interpolation} that does not resolve
+        raise InputError(_omegaconf_message(e), path=path or "config") from None
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise InputError(f"{path or 'config'}: required keys not set: {sorted(missing)}")
@@ -307,8 +320,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
 
 
 def _omegaconf_message(e: Exception) -> str:
-    """OmegaConf's error as one line that names the key: `train.epochs: Value 'many' ... Integer`."""
-    first = str(getattr(e, "msg", None) or e).splitlines()[0]
+    """OmegaConf's (or PyYAML's) error as one line that names the key:
+    `train.epochs: Value 'many' ... Integer`, `while parsing a flow sequence: expected ',' or ']'`."""
+    if getattr(e, "problem", None):  # PyYAML: where it was, then what it found
+        first = ": ".join(x for x in (getattr(e, "context", None), e.problem) if x)
+    else:
+        first = str(getattr(e, "msg", None) or e).splitlines()[0]
     key = getattr(e, "full_key", None)
     return f"{key}: {first}" if key else first
 
@@ -348,6 +365,14 @@ def _check(conf: Config, where: str) -> None:
         if strategy == StrategyName.deepspeed and not file:
             raise InputError(f"{keys[0]}=deepspeed needs a DeepSpeed JSON file: set {keys[1]} "
                              "(e.g. configs/deepspeed/zero2.json)", path=where)
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{key}={value!r} must be a finite number", path=where)
+    for split in ("train", "dev", "test"):
+        src = getattr(conf.data, split)
+        if src is not None and src.end is not None and src.end <= src.start:
+            raise InputError(f"data.{split}.end={src.end} must be above data.{split}.start={src.start} "
+                             "(documents [start, end) in file order; leave end unset for all)", path=where)
     if conf.distill.teacher and conf.distill.kd == KD.none:
         raise InputError("distill.teacher is set but distill.kd=none: choose mse or kl, or drop the teacher",
                          path=where)

@@ -70,7 +70,7 @@ def resolve_encoder(name: str) -> str:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_encoder(name))
+    return AutoTokenizer.from_pretrained(resolve_encoder(name), local_files_only=True)
 
 
 def encoder_config(name: str):
@@ -82,14 +82,12 @@ def encoder_config(name: str):
                          num_attention_heads=4, intermediate_size=128, max_position_embeddings=512)
         cfg._attn_implementation = "eager"
         return cfg
-    path = resolve_encoder(name)
-    if not Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model is an error, not a download
-    return AutoConfig.from_pretrained(path)  # fails early with the name in the message
+    # a folder, or a model already in the local Hugging Face cache: a missing one is an error, not a download
+    return AutoConfig.from_pretrained(resolve_encoder(name), local_files_only=True)
 
 
 def load_encoder(name: str, seed: int = 0) -> nn.Module:
-    """Pretrained weights from a folder or the local HF cache; never the network by surprise.
+    """Pretrained weights from a folder or the local HF cache; never the network.
 
     Eager attention, because the localized context pooling reads the attention probabilities
     (SDPA kernels do not return them). Always fp32 weights, whatever the files hold: transformers 5
@@ -102,7 +100,8 @@ def load_encoder(name: str, seed: int = 0) -> nn.Module:
     if name == TINY_RANDOM:
         torch.manual_seed(seed)
         return AutoModel.from_config(cfg, attn_implementation="eager")
-    return AutoModel.from_pretrained(resolve_encoder(name), attn_implementation="eager", dtype=torch.float32)
+    return AutoModel.from_pretrained(resolve_encoder(name), attn_implementation="eager", dtype=torch.float32,
+                                     local_files_only=True)
 
 
 def chunk_starts(n: int, window: int, overlap: int) -> list[int]:

@@ -30,6 +30,7 @@ from ..evaluation import format_metrics
 from ..storage import is_remote, location, read_json, upload, write_json
 from ..train.inputs import check_deepspeed_file, check_train_inputs
 from ..train.run import run_train
+from ..train.trainer import start_cluster
 from . import plots
 from .report import Reporter, Reporters, RunReport
 from .stages import Building, Stage, plan
@@ -80,6 +81,9 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
 
             reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log))
     init_ray(conf)
+    for stage in stages:  # every training stage fits the cluster, before the first one starts
+        if stage.conf is not None and not stage.complete:
+            start_cluster(stage.conf)
     log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
         f"{location(conf.output_dir) / 'stages'}")
     done: dict[str, Stage] = {}

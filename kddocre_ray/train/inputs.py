@@ -23,6 +23,7 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
     missing = missing_paths(conf)
     if missing:
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}")
+    check_encoder(conf.model.encoder)
     d = conf.data
     schema = load_schema(d.rel_info)
     for split in ("train", "dev", "test"):
@@ -45,6 +46,21 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
     if d.train_rows and rows:
         check_rows(d.train_rows, schema.num_classes, with_teacher=conf.distill.kd != KD.none)
     return schema
+
+
+def check_encoder(name: str) -> None:
+    """The encoder's architecture and tokenizer load here, offline, as each worker will load them."""
+    from ..model.encoder import encoder_config, load_tokenizer
+
+    try:
+        encoder_config(name)
+        load_tokenizer(name)
+    except FileNotFoundError as e:  # a packaged encoder whose extra is not installed says how to get it
+        raise InputError(str(e), field=f"model.encoder={name}") from None
+    except (OSError, ValueError, KeyError) as e:  # transformers' words for no such model, or a damaged one
+        raise InputError("not a packaged encoder (minilm, mpnet, tiny-random), a folder holding a transformers "
+                         "model and tokenizer, or a model in the local Hugging Face cache (nothing is downloaded): "
+                         f"{str(e).splitlines()[0][:200]}", field=f"model.encoder={name}") from None
 
 
 def check_deepspeed_file(path: str, conf: Config, workers: int) -> None:

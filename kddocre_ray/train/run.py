@@ -34,7 +34,7 @@ from ..storage import Location, RemotePath, location, read_json, rmtree, upload,
 from ..tracking import MlflowReporter
 from .inputs import check_train_inputs
 from .strategy import DS_DIR, OPTIM_STATE
-from .trainer import fit
+from .trainer import fit, start_cluster
 from .worker import TRAIN_STATE
 
 
@@ -69,6 +69,7 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     the Ray Train `callbacks` it wants instead (e.g. its per-epoch tracking.EpochMetrics).
     Every input is checked first (inputs.py), before Ray starts."""
     check_train_inputs(conf)
+    start_cluster(conf)
     run_dir = prepare_run_dir(conf, overwrite)
     if callbacks is not None or not conf.tracking.enabled:
         return _train_and_score(conf, run_dir, max_failures, log, list(callbacks or []))

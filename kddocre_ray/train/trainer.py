@@ -11,27 +11,36 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from .. import layout
-from ..cluster import init_ray
+from ..cluster import check_room, init_ray
 from ..config import Config, to_dict, worker_cpus
 from ..storage import Location
 from .worker import train_loop
+
+
+def reserved_cpus(conf: Config) -> float:
+    """Logical CPUs each worker reserves. The pipeline's student streams its rows through Ray
+    Data; Ray Train splits them across the workers (streaming_split, equal=True) and each worker
+    reads its shard. Ray Data's listing and read tasks need a CPU of their own: the workers
+    together leave one free (they still run `worker_cpus` torch threads), else on a small
+    machine the read never starts."""
+    cpus: float = worker_cpus(conf.scale)
+    return max(cpus - 1 / conf.scale.num_workers, 0.25) if conf.data.train_rows else cpus
+
+
+def start_cluster(conf: Config) -> None:
+    """Start or join Ray, and make sure the workers fit it (cluster.check_room)."""
+    init_ray(conf)
+    check_room(conf, conf.scale.num_workers, reserved_cpus(conf))
 
 
 def fit(conf: Config, run_dir: Location, max_failures: int = 0,
         callbacks: list = ()) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
     """Train; returns the checkpoint with the best dev F1 (the latest one without a dev split)
     and the latest checkpoint."""
-    init_ray(conf)
+    start_cluster(conf)
     sc = conf.scale
-    cpus: float = worker_cpus(sc)
-    # The pipeline's student streams its rows through Ray Data; Ray Train splits them across
-    # the workers (streaming_split, equal=True) and each worker reads its shard. Ray Data's
-    # listing and read tasks need a CPU of their own: the workers together leave one free
-    # (they still run `worker_cpus` torch threads), else on a small machine the read never starts.
-    datasets = None
-    if conf.data.train_rows:
-        datasets = {"train": ray.data.read_parquet(conf.data.train_rows)}
-        cpus = max(cpus - 1 / sc.num_workers, 0.25)
+    cpus = reserved_cpus(conf)
+    datasets = {"train": ray.data.read_parquet(conf.data.train_rows)} if conf.data.train_rows else None
     trainer = TorchTrainer(
         train_loop,
         datasets=datasets,
