@@ -140,6 +140,10 @@ def check_fits(path: str | Path, key: str, schema: RelSchema, rel_info: str, mod
     for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
         if not (folder / name).exists():
             raise InputError(f"not a kddocre checkpoint or run folder (no {name} in {folder})", path=where)
+    try:
+        verify(folder)  # a truncated or edited file is named here, not in a worker
+    except InputError as e:
+        raise InputError(str(e), path=where) from None
     theirs = read_schema(folder)
     if theirs != schema:
         only_ckpt = [r for r in theirs.relations if r not in schema.rel2id]

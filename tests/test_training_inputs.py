@@ -51,6 +51,11 @@ CASES = {
     "schema-lacks-a-relation": (lambda p: [f"data.rel_info={write(p / 'rel.json', {'P131': 'located in'})}"],
                                 "labels[0].r: unknown relation"),
     "missing-file": (lambda p: [f"data.test.path={p / 'absent.json'}"], "input files not found: data.test.path="),
+    "encoder-not-a-model": (lambda p: [f"model.encoder={p}"], "model.encoder="),
+    "encoder-hub-name": (lambda p: ["model.encoder=no-such-org/no-such-model"],
+                         "model.encoder=no-such-org/no-such-model: not a packaged encoder (minilm, mpnet, tiny-random), "
+                         "a folder holding a transformers model and tokenizer, or a model in the local Hugging Face "
+                         "cache (nothing is downloaded)"),
 }
 
 
@@ -76,3 +81,31 @@ def test_the_shipped_deepspeed_files_pass_the_door():
         conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, *DEEPSPEED,
                                                             f"train.deepspeed_config={REPO}/configs/deepspeed/{name}.json"])
         check_deepspeed_file(conf.train.deepspeed_config, conf, 2)  # raises on a bad file
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_run_bigger_than_the_cluster_is_refused_on_a_local_one_and_waits_on_a_joined_one(monkeypatch, joined):
+    """Ray would wait for the resources without a word: a local cluster never gets them (bad
+    input, named); a joined one may, when its autoscaler adds nodes (said, then it waits)."""
+    import ray
+
+    from kddocre_ray.cluster import check_room
+    from kddocre_ray.config import load_config
+    from kddocre_ray.errors import InputError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    conf = load_config(REPO / "configs" / "tiny.yaml", ["scale.use_gpu=true"] + (["scale.ray_address=auto"] * joined))
+    if joined:
+        said = []
+        check_room(conf, 1, 2, log=said.append)
+        assert said == ["[kddocre] scale.num_workers=1 x 2 CPUs and a GPU each (scale.use_gpu) needs 1 GPU, more than "
+                        "the cluster has now (2 CPUs, 0 GPUs): waiting for the autoscaler to add nodes"]
+        return
+    with pytest.raises(InputError, match=r"^scale.num_workers=1 x 2 CPUs and a GPU each \(scale.use_gpu\) needs 1 "
+                                         r"GPU, but this machine's Ray cluster has 2 CPUs and 0 GPUs: set scale.use_gpu"):
+        check_room(conf, 1, 2)
+    conf.scale.use_gpu = False
+    with pytest.raises(InputError, match="scale.num_workers=3 x 1 CPUs needs 3 CPU, but .*lower scale.num_workers"):
+        check_room(conf, 3, 1)
+    check_room(conf, 2, 1)  # room enough: no word
