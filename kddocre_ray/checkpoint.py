@@ -63,7 +63,7 @@ def verify(path: str | Path, names: list[str] | None = None) -> int:
     digests recorded when it was saved; returns how many were checked (0: a checkpoint from before
     checksums were recorded). A missing, truncated or edited file is an InputError naming it."""
     path = Path(path)
-    if not (path / CHECKSUMS).is_file():
+    if not (path / CHECKSUMS).exists():
         return 0
     recorded = read_json(path / CHECKSUMS)
     if not isinstance(recorded, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= v.keys()
@@ -119,6 +119,9 @@ def load_weights(path: str | Path, verified: bool = False) -> dict[str, torch.Te
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's words for a truncated or edited file
         raise InputError(f"not readable as model weights, truncated or corrupt ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]})", path=path / WEIGHTS) from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise InputError(f"not model weights (a state dict of tensors by name), but a {type(state).__name__}",
+                         path=path / WEIGHTS)
     # Checkpoints from before the unused pooler was dropped carry its weights: nothing reads them.
     return {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
 

@@ -342,7 +342,8 @@ AT_LEAST = {
     "pipeline.pretrain_head_lr": 0, "pipeline.finetune_epochs": 1, "pipeline.finetune_encoder_lr": 0,
     "pipeline.finetune_head_lr": 0, "pipeline.student_workers": 1, "pipeline.rows_per_shard": 1,
     "pipeline.window": 1, "soft_labels.pool_size": 1, "soft_labels.batch_size": 1, "data.train.start": 0,
-    "data.dev.start": 0, "data.test.start": 0,
+    "data.dev.start": 0, "data.test.start": 0, "sweep.num_samples": 1, "sweep.grace_period": 1,
+    "sweep.reduction_factor": 2, "sweep.max_concurrent_trials": 0,
 }
 ABOVE = {"train.adam_eps": 0, "train.max_grad_norm": 0, "distill.temperature": 0}
 AT_MOST = {"train.warmup_ratio": 1}
@@ -496,6 +497,14 @@ def to_yaml(conf: Config) -> str:
 
 def read_resolved(path: str | os.PathLike) -> Config:
     """A run folder's config.yaml, as written by `to_yaml` (older ones still name their `extends`)."""
-    d = OmegaConf.to_container(OmegaConf.create(location(path).read_text()))  # local or in an object store
-    d.pop("extends", None)
-    return from_dict(d)
+    try:
+        d = OmegaConf.to_container(OmegaConf.create(location(path).read_text()))  # local or in an object store
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a mapping of config sections, got a {type(d).__name__}")
+        d.pop("extends", None)
+        return from_dict(d)  # a missing mandatory value fails here too
+    except InputError:
+        raise
+    except Exception as e:  # PyYAML's or OmegaConf's words
+        raise InputError(f"not a resolved kddocre config: {_omegaconf_message(e)}", path=path) from None
+

@@ -78,6 +78,9 @@ def space_leaves(space: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in space.items():
         key = f"{prefix}{k}"
+        if isinstance(v, dict) and not v:
+            raise InputError(f"sweep.space.{key}: an empty mapping; give a list of values (a grid) or "
+                             "{uniform: [lo, hi]} / {loguniform: [lo, hi]}")
         if isinstance(v, dict) and not set(v) & set(DISTRIBUTIONS):
             out.update(space_leaves(v, key + "."))
         else:

@@ -28,6 +28,7 @@ from ray.train import UserCallback
 from . import layout
 from .cluster import submitted_job
 from .config import flatten
+from .errors import InputError
 from .storage import Location, is_remote, location, on_disk, read_json, write_json
 
 ARTIFACT_SUFFIXES = (".json", ".yaml", ".png")  # small files; never weights or Parquet shards
@@ -380,6 +381,38 @@ class MlflowReporter:
             self.tracker.client.set_terminated(run_id, "FAILED")
 
 
+def check_run_folder(run_dir: Location) -> None:
+    """What `track_folder` replays, checked first: metrics.json an object whose history is a
+    list of epochs (numbers by name, an integer epoch), pipeline.json (when there is one) an
+    object of stages, each with its fingerprint and status."""
+    metrics = read_json(run_dir / layout.METRICS)
+    if not isinstance(metrics, dict):
+        raise InputError("expected a JSON object of scores", path=run_dir / layout.METRICS)
+    histories = [("history", metrics.get("history", []))]
+    histories += [(f"histories.{k}", v) for k, v in (metrics.get("histories") or {}).items()] \
+        if isinstance(metrics.get("histories", {}), dict) else [("histories", None)]
+    for field, history in histories:
+        if not isinstance(history, list):
+            raise InputError("expected a list of epochs", path=run_dir / layout.METRICS, field=field)
+        for i, epoch in enumerate(history):
+            if not (isinstance(epoch, dict) and type(epoch.get("epoch", 0)) is int
+                    and all(isinstance(v, (int, float, str, type(None))) for v in epoch.values())):
+                raise InputError("expected an object of numbers with an integer epoch", path=run_dir / layout.METRICS,
+                                 field=f"{field}[{i}]")
+    if not (run_dir / layout.PIPELINE).exists():
+        return
+    report = read_json(run_dir / layout.PIPELINE)
+    stages = report.get("stages") if isinstance(report, dict) else None
+    if not isinstance(stages, dict) or "evaluate" not in stages:
+        raise InputError('expected {"stages": {stage: {...}}} with every stage up to "evaluate"',
+                         path=run_dir / layout.PIPELINE)
+    for name, entry in stages.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("fingerprint"), str)
+                and entry.get("status") in ("ran", "skipped")):
+            raise InputError('expected {"fingerprint": ..., "status": "ran" or "skipped", ...}: a pipeline that '
+                             "finished", path=run_dir / layout.PIPELINE, field=f"stages.{name}")
+
+
 def track_folder(run_dir: Path, experiment: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Log a finished run folder (a pipeline's or a `kddocre train` run's) to MLflow afterwards,
     by replaying the events the live run would have reported, from the folder's files."""
@@ -390,6 +423,7 @@ def track_folder(run_dir: Path, experiment: str | None = None, log: Callable[[st
     if not (run_dir / layout.METRICS).exists() or not (run_dir / layout.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir}: not a finished run folder (needs config.yaml and metrics.json)")
     conf = read_resolved(run_dir / layout.CONFIG)
+    check_run_folder(run_dir)
     tracker = Tracker(experiment or conf.tracking.experiment, log)
     if not tracker.ok:
         raise ConnectionError(f"MLflow store {tracker.uri} cannot be reached; nothing was logged")

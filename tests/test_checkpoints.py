@@ -79,8 +79,11 @@ def drop_a_relation(folder):
     (without_checksums(drop_a_relation), "model.pt: the weights do not fit the model that config.json, "
                                          "relations.json and encoder/ describe"),
     (lambda f: (f / "model.pt").unlink(), "checkpoint: not a kddocre checkpoint (no model.pt)"),
+    (without_checksums(lambda f: __import__("torch").save([1, 2], f / "model.pt")),
+     "model.pt: not model weights (a state dict of tensors by name), but a list"),
+    (lambda f: ((f / "checksums.json").unlink(), (f / "checksums.json").mkdir()), "checksums.json: a folder, where"),
 ], ids=["truncated", "edited", "truncated-old", "not-torch-old", "schema-edited", "schema-mismatch-old",
-        "missing-weights"])
+        "missing-weights", "weights-a-list-old", "checksums-a-folder"])
 def test_a_bad_checkpoint_ends_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
     folder = broken_copy(checkpoint, tmp_path, edit)
     if "{}" in expected:
@@ -173,3 +176,12 @@ def test_a_run_folder_whose_model_json_is_damaged_is_named(tmp_path, capsys, poi
         main(predict(tmp_path / "run", tmp_path))
     err = capsys.readouterr().err
     assert e.value.code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_predict_on_no_documents_is_refused(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "empty.json"), "--out",
+              str(tmp_path / "pred.json")])
+    assert e.value.code == 2 and "empty.json: no documents to predict for" in capsys.readouterr().err
+    assert not (tmp_path / "pred.json").exists()

@@ -169,3 +169,29 @@ def test_a_submitted_jobs_default_store_is_in_its_output_folder(tmp_path, monkey
     conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, f"output_dir={out}"])
     reporter = MlflowReporter(conf, out / conf.name, log=lambda msg: None)
     assert reporter.tracker.ok and reporter.tracker.uri == f"sqlite:///{out / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda f: (f / "config.yaml").write_text("a: [\n"), "config.yaml: not a resolved kddocre config"),
+    (lambda f: (f / "config.yaml").write_text("- a\n"), "config.yaml: not a resolved kddocre config: expected a mapping"),
+    (lambda f: (f / "config.yaml").write_text("bogus: 1\n"), "config.yaml: not a resolved kddocre config: bogus"),
+    (lambda f: (f / "config.yaml").write_text("name: x\n"), "config.yaml: not a resolved kddocre config"),
+    (lambda f: (f / "metrics.json").write_text("[1]"), "metrics.json: expected a JSON object of scores"),
+    (lambda f: (f / "metrics.json").write_text(json.dumps({"history": [{"epoch": "slow"}]})),
+     "metrics.json: history[0]: expected an object of numbers with an integer epoch"),
+    (lambda f: (f / "pipeline.json").write_text(json.dumps({"stages": []})), 'pipeline.json: expected {"stages"'),
+    (lambda f: (f / "pipeline.json").write_text(json.dumps({"stages": {"evaluate": {"status": "running"}}})),
+     "pipeline.json: stages.evaluate: expected"),
+], ids=["config-not-yaml", "config-a-list", "config-unknown-key", "config-incomplete", "metrics-a-list",
+        "history-garbage", "stages-a-list", "stage-unfinished"])
+def test_track_refuses_a_damaged_run_folder_naming_the_file(tmp_path, capsys, damage, says):
+    """Before any MLflow run is opened: nothing half-logged."""
+    conf = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "name=done", "tracking.experiment=track-damaged"])
+    folder = tmp_path / "done"
+    finished_folder(folder, conf)
+    damage(folder)
+    with pytest.raises(SystemExit) as e:
+        main(["track", str(folder)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and err.count("\n") == 1, err
+    assert not (folder / "tracking.json").exists()

@@ -51,6 +51,8 @@ CASES = {
     "schema-lacks-a-relation": (lambda p: [f"data.rel_info={write(p / 'rel.json', {'P131': 'located in'})}"],
                                 "labels[0].r: unknown relation"),
     "missing-file": (lambda p: [f"data.test.path={p / 'absent.json'}"], "input files not found: data.test.path="),
+    "longer-than-the-encoder": (lambda p: ["model.max_length=1024"],
+                                "model.max_length=1024 is longer than the 512 positions encoder tiny-random has"),
     "encoder-not-a-model": (lambda p: [f"model.encoder={p}"], "model.encoder="),
     "encoder-hub-name": (lambda p: ["model.encoder=no-such-org/no-such-model"],
                          "model.encoder=no-such-org/no-such-model: not a packaged encoder (minilm, mpnet, tiny-random), "

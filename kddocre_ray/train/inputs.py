@@ -23,7 +23,7 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
     missing = missing_paths(conf)
     if missing:
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}")
-    check_encoder(conf.model.encoder)
+    check_encoder(conf.model.encoder, conf.model.max_length)
     d = conf.data
     schema = load_schema(d.rel_info)
     for split in ("train", "dev", "test"):
@@ -48,12 +48,13 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
     return schema
 
 
-def check_encoder(name: str) -> None:
-    """The encoder's architecture and tokenizer load here, offline, as each worker will load them."""
+def check_encoder(name: str, max_length: int) -> None:
+    """The encoder's architecture and tokenizer load here, offline, as each worker will load
+    them, and its position embeddings cover `model.max_length`."""
     from ..model.encoder import encoder_config, load_tokenizer
 
     try:
-        encoder_config(name)
+        positions = getattr(encoder_config(name), "max_position_embeddings", None)
         load_tokenizer(name)
     except FileNotFoundError as e:  # a packaged encoder whose extra is not installed says how to get it
         raise InputError(str(e), field=f"model.encoder={name}") from None
@@ -61,6 +62,9 @@ def check_encoder(name: str) -> None:
         raise InputError("not a packaged encoder (minilm, mpnet, tiny-random), a folder holding a transformers "
                          "model and tokenizer, or a model in the local Hugging Face cache (nothing is downloaded): "
                          f"{str(e).splitlines()[0][:200]}", field=f"model.encoder={name}") from None
+    if positions is not None and max_length > positions:
+        raise InputError(f"model.max_length={max_length} is longer than the {positions} positions encoder {name} has "
+                         "(long documents are cut into chunks of max_length: lower it)")
 
 
 def check_deepspeed_file(path: str, conf: Config, workers: int) -> None:
