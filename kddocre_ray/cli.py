@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .data.docred import load_schema
-from .errors import InputError
+from .errors import InputError, RunFailed
 from .storage import write_json
 
 SAMPLE = Path(__file__).parent / "sample"
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     except (InputError, FileNotFoundError, FileExistsError) as e:  # bad input: status 2
         _warn(f"kddocre {args.command}: {e}")
         raise SystemExit(2) from None
-    except (ValueError, ConnectionError) as e:  # a failure at run time: status 1
+    except (ValueError, ConnectionError, RunFailed) as e:  # a failure at run time: status 1
         _warn(f"kddocre {args.command}: {e}")
         raise SystemExit(1) from None
 

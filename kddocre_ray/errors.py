@@ -27,3 +27,20 @@ class InputError(ValueError):
         if self.field:
             where.append(self.field)
         return ": ".join([*where, self.message])
+
+
+class RunFailed(RuntimeError):
+    """A failure at run time that the log above already details (a worker's traceback, printed by
+    Ray): the command line ends it with this one line and status 1, not a second traceback."""
+
+
+def input_error_in(e: BaseException | None) -> InputError | None:
+    """The InputError behind `e` (its cause chain, or a Ray task error's `cause`), if any: a
+    worker that found bad input says so as the door would have."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, InputError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "cause", None) or e.__cause__
+    return None

@@ -16,7 +16,8 @@ from typing import Any
 
 from . import layout
 from .config import PATH_KEYS, Config, flatten, to_dict
-from .storage import RemotePath, local_copy, location, sha256_file
+from .errors import InputError
+from .storage import RemotePath, local_copy, location, read_json, sha256_file
 
 # Keys that name where things go or how fast they run, never what a run computes. The worker
 # count is not here: it changes the global batch.
@@ -43,7 +44,10 @@ def path_digest(path: str | os.PathLike) -> str:
     object store, a folder is digested from its node-local copy (storage.local_copy)."""
     p = location(path)
     if (p / layout.MANIFEST).is_file():
-        return json.loads((p / layout.MANIFEST).read_text())["fingerprint"]
+        manifest = read_json(p / layout.MANIFEST)
+        if not (isinstance(manifest, dict) and isinstance(manifest.get("fingerprint"), str)):
+            raise InputError("no fingerprint: not the manifest of a pipeline stage", path=p / layout.MANIFEST)
+        return manifest["fingerprint"]
     if (p / layout.CHECKPOINT).is_dir():
         p = p / layout.CHECKPOINT
     if isinstance(p, RemotePath):

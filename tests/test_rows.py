@@ -132,3 +132,22 @@ def test_kddocre_train_on_bad_rows_ends_with_status_2_before_ray_starts(table, t
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1
     assert f"{file}: document 1 (" in err and "teacher_logits: expected" in err
+
+
+def test_a_bad_row_a_worker_finds_ends_as_one_line_naming_it(table, tmp_path, capsys):
+    """A folder whose manifest vouches for its files passes the door on sizes alone; a row that
+    is bad all the same (written so by hand) is found by the worker that streams it, and reaches
+    the user as the door's one line and status 2, not as a worker's traceback."""
+    import hashlib
+
+    from kddocre_ray.cli import main
+
+    file = write(tmp_path / "rows", replace(table, TEACHER_LOGITS, 1, list(np.zeros(4, np.float16))))
+    record = {file.name: {"size": file.stat().st_size, "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}}
+    (file.parent / "manifest.json").write_text(json.dumps({"fingerprint": "f00", "files": record}))
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *TINY, f"data.train_rows={file.parent}",
+              "train.epochs=1", f"output_dir={tmp_path / 'runs'}", "tracking.enabled=false"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert last.startswith("kddocre train: soft labels: document 1 (") and "teacher_logits: 4 values, expected" in last

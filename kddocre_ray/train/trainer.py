@@ -13,6 +13,7 @@ from ray.train.torch import TorchTrainer
 from .. import layout
 from ..cluster import check_room, init_ray
 from ..config import Config, to_dict, worker_cpus
+from ..errors import InputError, RunFailed, input_error_in
 from ..storage import Location
 from .worker import train_loop
 
@@ -53,8 +54,16 @@ def fit(conf: Config, run_dir: Location, max_failures: int = 0,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=max_failures), callbacks=list(callbacks)),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except ray.train.WorkerGroupError as e:
+        rank, error = min(e.worker_failures.items())
+        bad_input = input_error_in(error)
+        if bad_input is not None:  # found by a worker (a file changed since the door, or one it sees otherwise)
+            raise InputError(str(bad_input)) from None
+        first = (str(error).strip().splitlines() or [""])[-1]
+        raise RunFailed(f"training worker {rank} failed: {first[:300]} (its traceback is in the log above)") from None
     best = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
     return best, result.checkpoint
