@@ -198,6 +198,17 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _failures(text: str) -> int:
+    """`--max-failures`: a count, or -1 for no limit (Ray Train's FailureConfig)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < -1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count >= 0, or -1 for no limit")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kddocre",
@@ -220,7 +231,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="YAML config file (see configs/)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    t.add_argument("--max-failures", type=int, default=0, help="worker failures Ray Train may recover from")
+    t.add_argument("--max-failures", type=_failures, default=0,
+                   help="worker failures Ray Train may recover from (restarting from the last checkpoint); "
+                        "-1: without limit")
     t.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     t.set_defaults(func=_train)
 

@@ -295,7 +295,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         try:
             cfg = OmegaConf.merge(cfg, data)
         except Exception as e:  # OmegaConf names the key; add the file
-            raise InputError(_omegaconf_message(e), path=layer) from None
+            key = _value_for_section(OmegaConf.to_container(data))
+            raise InputError(f"{key} is a section of keys, not a value" if key else _omegaconf_message(e),
+                             path=layer) from None
     for o in overrides:  # one at a time, so that a message names the one at fault
         key = o.split("=", 1)[0]
         if "=" not in o or not _KEY.fullmatch(key):
@@ -306,7 +308,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
         except Exception as e:
-            raise InputError(f"{o!r}: {_omegaconf_message(e)}", path="command-line override") from None
+            said = (f"{key} is a section of keys, not a value: set its keys ({key}.<name>=...)"
+                    if _names_section(key) else _omegaconf_message(e))
+            raise InputError(f"{o!r}: {said}", path="command-line override") from None
     try:
         OmegaConf.resolve(cfg)
     except Exception as e:  # an ${interpolation} that does not resolve
@@ -441,17 +445,51 @@ def _read_yaml(path: Path):
     return cfg
 
 
+def _section_of(cls: type, name: str) -> type | None:
+    """The dataclass a field of `cls` holds (a config section), or None for a plain value."""
+    hint = typing.get_type_hints(cls)[name]
+    return next((t for t in (typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,))
+                 if dataclasses.is_dataclass(t)), None)
+
+
 def _path_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
     """The dotted names of the fields declared with `path_field`, in declaration order."""
-    hints, out = typing.get_type_hints(cls), []
+    out = []
     for f in dataclasses.fields(cls):
         if f.metadata.get("path"):
             out.append(prefix + f.name)
-        hint = hints[f.name]
-        for t in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
-            if dataclasses.is_dataclass(t):
-                out.extend(_path_keys(t, f"{prefix}{f.name}."))
+        section = _section_of(cls, f.name)
+        if section is not None:
+            out.extend(_path_keys(section, f"{prefix}{f.name}."))
     return tuple(out)
+
+
+def _names_section(key: str) -> bool:
+    """Whether a dotted key names a whole config section (`data.train`), not a value."""
+    cls: type | None = Config
+    for name in key.split("."):
+        if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+            return False
+        cls = _section_of(cls, name)
+    return cls is not None
+
+
+def _value_for_section(data: Any, cls: type = None, prefix: str = "") -> str | None:
+    """The dotted key where `data` (a config file's mapping) gives a plain value for a whole
+    section (`data: {train: x.json}` for `data.train: {path: x.json}`), which OmegaConf's merge
+    error does not name."""
+    cls = cls or Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name, value in (data.items() if isinstance(data, dict) else ()):
+        section = _section_of(cls, name) if name in names else None
+        if section is None or value is None:
+            continue
+        if not isinstance(value, dict):
+            return prefix + name
+        inner = _value_for_section(value, section, f"{prefix}{name}.")
+        if inner:
+            return inner
+    return None
 
 
 PATH_KEYS = _path_keys(Config)

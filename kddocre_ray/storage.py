@@ -305,7 +305,9 @@ def check_files(folder: Location, record: dict[str, dict], digests: bool = False
     problems = []
     for name, want in sorted(record.items()):
         path = folder / name
-        if not path.is_file():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append((name, "names a file outside the folder: not a record this folder wrote"))
+        elif not path.is_file():
             problems.append((name, "missing"))
         elif (size := path.stat().st_size) != want["size"]:
             problems.append((name, f"{size} bytes, but {want['size']} were written (truncated or replaced)"))

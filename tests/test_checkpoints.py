@@ -82,8 +82,10 @@ def drop_a_relation(folder):
     (without_checksums(lambda f: __import__("torch").save([1, 2], f / "model.pt")),
      "model.pt: not model weights (a state dict of tensors by name), but a list"),
     (lambda f: ((f / "checksums.json").unlink(), (f / "checksums.json").mkdir()), "checksums.json: a folder, where"),
+    (lambda f: (f / "checksums.json").write_text(json.dumps({"../../../../etc/hostname": {"size": 1, "sha256": "0"}})),
+     "../../../../etc/hostname: names a file outside the folder"),
 ], ids=["truncated", "edited", "truncated-old", "not-torch-old", "schema-edited", "schema-mismatch-old",
-        "missing-weights", "weights-a-list-old", "checksums-a-folder"])
+        "missing-weights", "weights-a-list-old", "checksums-a-folder", "checksums-escape"])
 def test_a_bad_checkpoint_ends_with_status_2_naming_the_file(checkpoint, tmp_path, capsys, edit, expected):
     folder = broken_copy(checkpoint, tmp_path, edit)
     if "{}" in expected:

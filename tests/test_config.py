@@ -134,7 +134,8 @@ def test_relative_paths_are_made_absolute_and_uris_kept(tmp_path, monkeypatch):
     ("train: {epochs: many}\n", [], "c.yaml: train.epochs: Value 'many' of type 'str' could not be converted to Integer"),
     ("trian: {epochs: 1}\n", [], "c.yaml: trian: Key 'trian' not in 'Config'"),
     ("name: x\n", ["train.epochs"], "command-line override: 'train.epochs': expected a dotted key=value"),
-    ("name: x\n", ["train=3"], "command-line override: 'train=3': Merge error: int is not a subclass of TrainConfig"),
+    ("name: x\n", ["train=3"], "command-line override: 'train=3': train is a section of keys, not a value"),
+    ("data: {train: x.json}\n", [], "c.yaml: data.train is a section of keys, not a value"),
     ("name: x\n", ["name=[abc"], "command-line override: 'name=[abc': while parsing a flow sequence: did not find"),
     ("name: x\n", ["train..epochs=1"], "command-line override: 'train..epochs=1': expected a dotted key=value"),
     ("name: x\n", ["extends=x.yaml"], "'extends=x.yaml': extends is read from config files only"),
@@ -146,7 +147,7 @@ def test_relative_paths_are_made_absolute_and_uris_kept(tmp_path, monkeypatch):
     ("extends: " + str(CONFIGS / "tiny.yaml") + "\n", ["train.epochs=0"], "train.epochs=0 must be >= 1"),
     ("name: x\n", [], "c.yaml: required keys not set: ['data.rel_info', 'data.train.path']"),
 ], ids=["a-list", "unclosed", "binary", "missing-base", "circular", "wrong-type", "unknown-section", "no-equals",
-        "section-as-value", "unclosed-value", "double-dot", "extends-override", "interpolation", "infinite",
+        "section-as-value", "section-as-value-in-file", "unclosed-value", "double-dot", "extends-override", "interpolation", "infinite",
         "reversed-slice", "bad-choice", "out-of-range", "required-unset"])
 def test_a_bad_config_or_override_ends_with_status_2_naming_file_and_key(tmp_path, capsys, text, overrides, says):
     from kddocre_ray.cli import main

@@ -111,3 +111,10 @@ def test_a_run_bigger_than_the_cluster_is_refused_on_a_local_one_and_waits_on_a_
     with pytest.raises(InputError, match="scale.num_workers=3 x 1 CPUs needs 3 CPU, but .*lower scale.num_workers"):
         check_room(conf, 3, 1)
     check_room(conf, 2, 1)  # room enough: no word
+
+
+@pytest.mark.parametrize("value", ["-5", "two"])
+def test_max_failures_is_a_count_or_minus_one(capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--max-failures", value])
+    assert e.value.code == 2 and "give a count >= 0, or -1 for no limit" in capsys.readouterr().err
