@@ -90,5 +90,5 @@ def test_jobs_distill_py_prints_no_traceback_on_bad_input(tmp_path):
     done = subprocess.run([sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", "train.epochs=zero",
                            "--output-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == ("kddocre distill: command-line override: train.epochs: Value 'zero' of type 'str' "
-                                   "could not be converted to Integer")
+    assert done.stderr.strip() == ("kddocre distill: command-line override: 'train.epochs=zero': train.epochs: Value "
+                                   "'zero' of type 'str' could not be converted to Integer")
