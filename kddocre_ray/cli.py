@@ -118,8 +118,6 @@ def _predict(args) -> None:
 
     predictor = Predictor.load(args.checkpoint, precision=args.precision)
     docs = _read(args.data, predictor.schema, args.skip_bad_docs)
-    if not docs:
-        raise InputError("no documents to predict for", path=args.data)
     preds = predictor.predict_docs(docs)
     write_json(preds, args.out)
     print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")

@@ -287,6 +287,11 @@ class Config:
 _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
+def is_dotted_key(key: str) -> bool:
+    """`train.epochs`, not `.epochs`, `train..epochs` or `train[epochs]`."""
+    return bool(_KEY.fullmatch(key))
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the YAML file, then `a.b=value` overrides; validated, paths made absolute."""
     cfg = OmegaConf.structured(Config)
@@ -300,7 +305,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
                              path=layer) from None
     for o in overrides:  # one at a time, so that a message names the one at fault
         key = o.split("=", 1)[0]
-        if "=" not in o or not _KEY.fullmatch(key):
+        if "=" not in o or not is_dotted_key(key):
             raise InputError(f"{o!r}: expected a dotted key=value (e.g. train.epochs=3)", path="command-line override")
         if key == "extends":
             raise InputError(f"{o!r}: extends is read from config files only (give the file with --config)",

@@ -45,6 +45,7 @@ from .config import (
     SweepLevel,
     flatten,
     from_dict,
+    is_dotted_key,
     read_resolved,
     to_dict,
     to_yaml,
@@ -136,6 +137,8 @@ def check_space(conf: Config) -> None:
 
     shared = fingerprints(conf, shared_stage(conf)) if s.level == "kd" else []
     for key, spec in leaves.items():
+        if not is_dotted_key(key):
+            raise InputError(f"sweep.space.{key}: not a dotted config key (e.g. loss.gamma)")
         _, values = _spec(key, spec)
         teachers = set()
         for value in values:

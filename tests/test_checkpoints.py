@@ -179,11 +179,3 @@ def test_a_run_folder_whose_model_json_is_damaged_is_named(tmp_path, capsys, poi
     err = capsys.readouterr().err
     assert e.value.code == 2 and says in err and err.count("\n") == 1, err
 
-
-def test_predict_on_no_documents_is_refused(checkpoint, tmp_path, capsys):
-    (tmp_path / "empty.json").write_text("[]")
-    with pytest.raises(SystemExit) as e:
-        main(["predict", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "empty.json"), "--out",
-              str(tmp_path / "pred.json")])
-    assert e.value.code == 2 and "empty.json: no documents to predict for" in capsys.readouterr().err
-    assert not (tmp_path / "pred.json").exists()

@@ -168,6 +168,7 @@ def test_a_kd_level_sweep_shares_one_teacher_and_its_soft_labels(tiny_pipeline):
     (["sweep.reduction_factor=1"], "reduction_factor=1 must be >= 2"),
     (["sweep.max_concurrent_trials=-1"], "sweep.max_concurrent_trials=-1 must be >= 0"),
     (["sweep.space.loss.gamma={}"], "sweep.space.loss.gamma: an empty mapping"),
+    (["sweep.space={'train[epochs]': [1, 2]}"], "sweep.space.train[epochs]: not a dotted config key"),
 ])
 def test_a_bad_search_space_ends_with_status_2_before_any_work(tmp_path, capsys, monkeypatch, overrides, message):
     import ray
