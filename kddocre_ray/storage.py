@@ -228,6 +228,23 @@ def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> 
     write_bytes(target, gzip.compress(payload, mtime=0) if target.suffix == ".gz" else payload)
 
 
+def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> None:
+    """A local output folder can be made and written, with room for a small file (a read-only or
+    full disk is named before any work); in an object store, the first write says."""
+    if is_remote(folder):
+        return
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kddocre-write-check.") as f:
+            f.write(b"\0" * probe_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise InputError(f"cannot write here ({e.strerror or e}): pick another --output-dir / output_dir",
+                         path=folder) from None
+
+
 def _default_mode() -> int:
     """Permissions a plain ``open()`` would give (temp files are created 0600)."""
     umask = os.umask(0)

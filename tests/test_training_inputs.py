@@ -118,3 +118,16 @@ def test_max_failures_is_a_count_or_minus_one(capsys, value):
     with pytest.raises(SystemExit) as e:
         main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--max-failures", value])
     assert e.value.code == 2 and "give a count >= 0, or -1 for no limit" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, capsys, monkeypatch):
+    """A folder under a file stands for a read-only or full disk here (the tests may run as root,
+    whom file modes do not stop)."""
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), *TINY, f"output_dir={tmp_path / 'file' / 'runs'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'file' / 'runs'}: cannot write here (" in err

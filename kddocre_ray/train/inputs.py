@@ -14,6 +14,7 @@ from ..data.docred import RelSchema, load_schema
 from ..data.rows import check_rows
 from ..data.splits import load_split
 from ..errors import InputError
+from ..storage import check_writable
 from .strategy import deepspeed_config
 
 
@@ -23,6 +24,7 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
     missing = missing_paths(conf)
     if missing:
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}")
+    check_writable(conf.output_dir)
     check_encoder(conf.model.encoder, conf.model.max_length)
     d = conf.data
     schema = load_schema(d.rel_info)
