@@ -15,13 +15,9 @@ DEFAULT_REL_INFO = SAMPLE / "rel_info.json"  # DocRED's 96 relations, shipped wi
 
 
 def _train(args) -> None:
-    from .config import load_config
     from .train.run import run_train
 
-    conf = load_config(args.config, args.overrides)
-    if args.skip_bad_docs:
-        conf.data.skip_bad_docs = True
-    run_train(conf, overwrite=args.overwrite, max_failures=args.max_failures)
+    run_train(_job_config(args), overwrite=args.overwrite)
 
 
 def _track(args) -> None:
@@ -53,13 +49,22 @@ def _job_arguments(p, config_help: str, override_example: str, folder: str) -> N
     p.add_argument("--output-dir", help=f"where stages and {folder} go (required as an absolute or "
                                         "shared-storage path under `ray job submit`)")
     p.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    _failures_argument(p)
+
+
+def _failures_argument(p) -> None:
+    p.add_argument("--max-failures", type=_failures, metavar="N",
+                   help="scale.max_failures: times a run restarts its workers from its last checkpoint after a "
+                        "worker, or the node it ran on, is lost (default 3; -1: without limit, 0: fail at once)")
 
 
 def _job_config(args):
-    """The config of a Ray-job subcommand (distill, sweep): --output-dir is `output_dir=`."""
+    """The config of a training subcommand (train, distill, sweep): --output-dir is `output_dir=`,
+    --max-failures `scale.max_failures=`."""
     from .config import load_config
 
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
+    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if getattr(args, "output_dir", None) else []),
+                 *([f"scale.max_failures={args.max_failures}"] if args.max_failures is not None else [])]
     conf = load_config(args.config, overrides)
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
@@ -229,9 +234,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="YAML config file (see configs/)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    t.add_argument("--max-failures", type=_failures, default=0,
-                   help="worker failures Ray Train may recover from (restarting from the last checkpoint); "
-                        "-1: without limit")
+    _failures_argument(t)
     t.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     t.set_defaults(func=_train)
 

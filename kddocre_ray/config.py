@@ -162,6 +162,9 @@ class ScaleConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 0  # 0 = the machine's cores divided among the workers
     ray_address: str | None = None  # None = start a local Ray cluster (or join RAY_ADDRESS)
+    # Times a training run restarts its worker group from its last checkpoint after losing a worker
+    # (a killed process, a preempted node) before it fails; -1 = without limit, 0 = fail at once.
+    max_failures: int = 3
 
 
 @dataclass
@@ -352,7 +355,7 @@ AT_LEAST = {
     "pipeline.finetune_head_lr": 0, "pipeline.student_workers": 1, "pipeline.rows_per_shard": 1,
     "pipeline.window": 1, "soft_labels.pool_size": 1, "soft_labels.batch_size": 1, "data.train.start": 0,
     "data.dev.start": 0, "data.test.start": 0, "sweep.num_samples": 1, "sweep.grace_period": 1,
-    "sweep.reduction_factor": 2, "sweep.max_concurrent_trials": 0,
+    "sweep.reduction_factor": 2, "sweep.max_concurrent_trials": 0, "scale.max_failures": -1,
 }
 ABOVE = {"train.adam_eps": 0, "train.max_grad_norm": 0, "distill.temperature": 0}
 AT_MOST = {"train.warmup_ratio": 1}

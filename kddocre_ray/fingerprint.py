@@ -22,7 +22,8 @@ from .storage import RemotePath, local_copy, location, read_json, sha256_file
 # Keys that name where things go or how fast they run, never what a run computes. The worker
 # count is not here: it changes the global batch.
 NOT_RESULT_KEYS = frozenset({
-    "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker", "train.eval_batch_size",
+    "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker", "scale.max_failures",
+    "train.eval_batch_size",
     "model.bilinear_chunk", "pipeline.rows_per_shard", "tracking.enabled", "tracking.experiment",
 })
 # Sections that change no result: how the soft labels are computed (speed only), and how runs are

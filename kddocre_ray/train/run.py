@@ -59,7 +59,7 @@ def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
     return run_dir
 
 
-def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=print,
+def run_train(conf: Config, overwrite: bool = False, log=print,
               callbacks: list | None = None) -> dict:
     """Train, keep the best model, score it and write the run folder; returns its metrics.
 
@@ -72,11 +72,11 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     start_cluster(conf)
     run_dir = prepare_run_dir(conf, overwrite)
     if callbacks is not None or not conf.tracking.enabled:
-        return _train_and_score(conf, run_dir, max_failures, log, list(callbacks or []))
+        return _train_and_score(conf, run_dir, log, list(callbacks or []))
     reporter = MlflowReporter(conf, run_dir, log=log)
     reporter.started("train", digest(read_json(run_dir / layout.FINGERPRINT)), to_dict(conf))
     try:
-        metrics = _train_and_score(conf, run_dir, max_failures, log, reporter.callbacks("train"))
+        metrics = _train_and_score(conf, run_dir, log, reporter.callbacks("train"))
     except BaseException:
         reporter.ended(None)
         raise
@@ -85,9 +85,9 @@ def run_train(conf: Config, overwrite: bool = False, max_failures: int = 0, log=
     return metrics
 
 
-def _train_and_score(conf: Config, run_dir: Location, max_failures: int, log, callbacks: list) -> dict:
+def _train_and_score(conf: Config, run_dir: Location, log, callbacks: list) -> dict:
     start = time.time()
-    best, latest = fit(conf, run_dir, max_failures, callbacks)
+    best, latest = fit(conf, run_dir, callbacks)
     train_time = time.time() - start
     with latest.as_directory() as d:
         state = torch.load(Path(d) / TRAIN_STATE, weights_only=True)["state"]

@@ -34,8 +34,7 @@ def start_cluster(conf: Config) -> None:
     check_room(conf, conf.scale.num_workers, reserved_cpus(conf))
 
 
-def fit(conf: Config, run_dir: Location, max_failures: int = 0,
-        callbacks: list = ()) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
+def fit(conf: Config, run_dir: Location, callbacks: list = ()) -> tuple[ray.train.Checkpoint, ray.train.Checkpoint]:
     """Train; returns the checkpoint with the best dev F1 (the latest one without a dev split)
     and the latest checkpoint."""
     start_cluster(conf)
@@ -52,7 +51,7 @@ def fit(conf: Config, run_dir: Location, max_failures: int = 0,
             name=layout.RAY_DIR, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=max_failures), callbacks=list(callbacks)),
+            failure_config=FailureConfig(max_failures=sc.max_failures), callbacks=list(callbacks)),
     )
     try:
         result = trainer.fit()
