@@ -3,6 +3,7 @@
 identically through the CLI; two workers that resume after the driver is killed, under DDP and
 under DeepSpeed ZeRO-2, and whose checkpoint reproduces the model they trained."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,40 +95,102 @@ def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path, monkeypatch):
     assert not (tmp_path / "never.db").exists() and not (tmp_path / "kd" / "tracking.json").exists()
 
 
-@pytest.mark.parametrize("strategy", [
-    ["train.strategy=ddp"],
-    ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"],
-], ids=["ddp", "deepspeed-zero2"])
-def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path):
-    """Kill the whole driver (and its local Ray cluster) after the first checkpoint, rerun the
-    same command: it continues from that checkpoint (optimizer and scheduler included) and
-    finishes all epochs, in the MLflow run it had opened. Two workers train (16 documents, batch
-    4: 2 steps per epoch on each), the loss falls, and the kept checkpoint reproduces the model
-    they trained: its reloaded weights give the logits its probe document had in the workers."""
-    cmd = [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
-           *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=16", "train.epochs=3",
-           f"output_dir={tmp_path}", "name=r"]
-    snapshot = tmp_path / "r" / "ray" / "checkpoint_manager_snapshot.json"
-    kill_when(cmd, snapshot.exists, "a checkpoint")
-    assert not (tmp_path / "r" / "metrics.json").exists()
-    tracked = json.loads((tmp_path / "r" / "tracking.json").read_text())  # the MLflow run opened before the kill
+def kill_cmd(strategy: list[str], out, name: str) -> list[str]:
+    """Two workers (16 documents, batch 4: 2 steps per epoch on each), 3 epochs, fp32."""
+    return [sys.executable, "-m", "kddocre_ray.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+            *TINY, *strategy, "scale.num_workers=2", "train.precision=fp32", "data.train.end=16", "train.epochs=3",
+            f"output_dir={out}", f"name={name}"]
 
+
+def killed_by_hand(strategy: list[str], out) -> tuple[dict, str]:
+    """Kill the whole driver after the first checkpoint, rerun the same command; returns the
+    MLflow record from before the kill and the rerun's log."""
+    cmd = kill_cmd(strategy, out, "r")
+    snapshot = out / "r" / "ray" / "checkpoint_manager_snapshot.json"
+    kill_when(cmd, snapshot.exists, "a checkpoint")
+    assert not (out / "r" / "metrics.json").exists()
+    tracked = json.loads((out / "r" / "tracking.json").read_text())  # the MLflow run opened before the kill
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from checkpoint after epoch" in second.stdout + second.stderr
-    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    return tracked, second.stdout + second.stderr
+
+
+def assert_every_epoch_once(run_dir, tracked: dict | None = None) -> None:
+    """metrics.json and the run's one MLflow run hold epochs 1, 2, 3 once each; the loss falls."""
+    from mlflow import MlflowClient
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert [h["step"] for h in metrics["history"]] == [2, 4, 6] and metrics["workers"] == 2
     losses = [h["train_loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0]
-    # the resumed run continues its MLflow run: one run, every epoch once
-    from mlflow import MlflowClient
-
-    after = json.loads((tmp_path / "r" / "tracking.json").read_text())
-    assert after["runs"] == tracked["runs"] and after["complete"]
+    after = json.loads((run_dir / "tracking.json").read_text())
+    assert after["complete"] and (tracked is None or after["runs"] == tracked["runs"])
     [run_id] = after["runs"].values()
     client = MlflowClient(after["uri"])
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2, 3]
 
-    assert_checkpoint_reproduces_its_probe(tmp_path / "r" / "checkpoint")
+
+@pytest.fixture(scope="module")
+def resumed_by_hand(tmp_path_factory):
+    out = tmp_path_factory.mktemp("by-hand")
+    tracked, log = killed_by_hand(["train.strategy=ddp"], out)
+    return out / "r", tracked, log
+
+
+@pytest.mark.parametrize("strategy", [
+    ["train.strategy=ddp"],
+    ["train.strategy=deepspeed", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"],
+], ids=["ddp", "deepspeed-zero2"])
+def test_two_killed_workers_resume_from_their_last_checkpoint(strategy, tmp_path, request):
+    """Kill the whole driver (and its local Ray cluster) after the first checkpoint, rerun the
+    same command: it continues from that checkpoint (optimizer and scheduler included) and
+    finishes all epochs, in the MLflow run it had opened. Two workers train, the loss falls, and
+    the kept checkpoint reproduces the model they trained: its reloaded weights give the logits
+    its probe document had in the workers."""
+    if strategy == ["train.strategy=ddp"]:
+        run_dir, tracked, log = request.getfixturevalue("resumed_by_hand")
+    else:
+        tracked, log = killed_by_hand(strategy, tmp_path)
+        run_dir = tmp_path / "r"
+    assert "resumed from checkpoint after epoch" in log
+    assert_every_epoch_once(run_dir, tracked)
+    assert_checkpoint_reproduces_its_probe(run_dir / "checkpoint")
+
+
+def test_a_worker_killed_mid_epoch_is_restarted_from_the_last_checkpoint(resumed_by_hand, ray_head, tmp_path):
+    """SIGKILL one Ray Train worker (found through Ray's state API) after the first checkpoint: the
+    run restarts its worker group from that checkpoint by itself (scale.max_failures, default 3)
+    and finishes in the same command, each epoch once in metrics.json and in MLflow, with the
+    weights of the same run killed at the same point and resumed by hand."""
+    import signal
+    import time
+
+    import torch
+    from ray.util.state import list_actors
+
+    out = open(tmp_path / "log.txt", "w")  # a pipe left unread while the test waits could fill and stall the run
+    proc = subprocess.Popen(kill_cmd(["train.strategy=ddp"], tmp_path, "w"), cwd=REPO, stdout=out,
+                            stderr=subprocess.STDOUT, text=True)
+    snapshot = tmp_path / "w" / "ray" / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 300
+    while not snapshot.exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint"
+        time.sleep(0.2)
+    workers = list_actors(address=ray_head.dashboard, filters=[("class_name", "=", "RayTrainWorker"),
+                                                                ("state", "=", "ALIVE")], detail=True)
+    assert len(workers) == 2
+    os.kill(workers[0].pid, signal.SIGKILL)
+    proc.wait(timeout=600)
+    out.close()
+    log = (tmp_path / "log.txt").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("resumed from checkpoint after epoch 1") == 1
+    assert_every_epoch_once(tmp_path / "w")
+
+    _, _, by_hand_log = resumed_by_hand
+    assert "resumed from checkpoint after epoch 1" in by_hand_log  # the same kill point
+    mine = torch.load(tmp_path / "w" / "checkpoint" / "model.pt", weights_only=True)
+    theirs = torch.load(resumed_by_hand[0] / "checkpoint" / "model.pt", weights_only=True)
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
