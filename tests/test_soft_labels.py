@@ -3,6 +3,7 @@ Parquet rows hold exactly one logit vector per (document, ordered entity pair) o
 equal to the teacher's logits computed directly, to float16 precision."""
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -139,6 +140,55 @@ def test_teacher_actors_run_at_the_drivers_priority_not_rays_nice_15(soft):
     _, _, out = soft
     niceness = [int(f.read_text()) for f in (out / "actors").glob("*.nice")]
     assert niceness and set(niceness) == {os.nice(0)}
+
+
+class DyingTeacher(TeacherLogits):
+    """The stage's actor, SIGKILLing its own process in its second batch once per test (a marker
+    file says it did), as a preempted node or the OOM killer would: mid-corpus, batch in hand."""
+
+    def __init__(self, checkpoint: str, threads: int, marker: str):
+        super().__init__(checkpoint, threads)
+        self.marker, self.calls = Path(marker), 0
+
+    def __call__(self, table):
+        self.calls += 1
+        if self.calls == 2 and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(table)
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_a_teacher_actor_killed_mid_corpus_costs_a_retry_not_a_row(soft, teacher, tmp_path, pool):
+    """Ray restarts the actor and Ray Data retries its batch: every (corpus, doc_index) is written
+    exactly once, with the logits of the uninterrupted run (`soft`), whether the pool had one
+    actor or two."""
+    import ray
+
+    from kddocre_ray.pipeline.soft_labels import PoolOptions, write_soft_labels
+
+    _, _, out = soft
+    marker = tmp_path / "killed"
+    ray.init()
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        stats = write_soft_labels(out / "rows", teacher, tmp_path / "soft", pool_size=pool, use_gpu=False, threads=1,
+                                  batch_size=3, options=PoolOptions(block_bytes=None, actor=DyingTeacher,
+                                                                    actor_kwargs={"marker": str(marker)}))
+    finally:
+        ray.shutdown()
+    assert marker.exists()  # an actor did die mid-corpus
+    schema = load_schema(SAMPLE / "rel_info.json")
+
+    def by_key(table):
+        keys = list(zip(table.column("corpus").to_pylist(), table.column("doc_index").to_pylist()))
+        assert len(set(keys)) == len(keys)  # no row twice
+        return dict(zip(keys, teacher_logits_of(table, schema.num_classes)))
+
+    got, want = by_key(pq.read_table(tmp_path / "soft")), by_key(pq.read_table(out / "soft"))
+    assert got.keys() == want.keys() and stats["documents"] == len(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=2e-3, atol=2e-3)
 
 
 def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):

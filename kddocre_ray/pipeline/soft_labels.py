@@ -5,6 +5,10 @@ read_parquet (featurized rows) -> map_batches(TeacherLogits) on an actor pool
 write_parquet: the same rows with the teacher's logits for every ordered entity pair appended
 as a float16 list (layout in rows.py). Each actor loads the teacher once; no process holds the
 corpus, and rows are keyed by (corpus fingerprint, doc_index), never by position or title.
+
+A teacher actor that dies mid-corpus (a killed process, a lost node) is restarted and its batch
+retried: Ray Data's defaults for actor pools (`max_restarts=-1`, `max_task_retries=-1`), which
+this stage keeps; every row is still written once (tests/test_soft_labels.py kills one).
 """
 from __future__ import annotations
 
