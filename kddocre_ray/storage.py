@@ -230,13 +230,16 @@ def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> 
 
 def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> None:
     """A local output folder can be made and written, with room for a small file (a read-only or
-    full disk is named before any work); in an object store, the first write says."""
+    full disk is named before any work; the probe goes to the folder's nearest existing parent,
+    and leaves nothing); in an object store, the first write says."""
     if is_remote(folder):
         return
     folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # nothing is made on bad input
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kddocre-write-check.") as f:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".kddocre-write-check.") as f:
             f.write(b"\0" * probe_bytes)
             f.flush()
             os.fsync(f.fileno())
