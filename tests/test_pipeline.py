@@ -1,7 +1,7 @@
 """The distillation pipeline end to end on a local Ray cluster with the tiny random encoder (the
 session's `tiny_pipeline`): every stage runs and commits; a rerun skips them all; a changed KD
 weight reruns only the student stages (here under DeepSpeed ZeRO-2 on two workers); a job killed
-after the soft labels resumes at the student; `ray job submit` against a head started by the
+at six points in turn finishes on its reruns; `ray job submit` against a head started by the
 test runs the pipeline (as NA)."""
 import json
 import os
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -229,24 +230,67 @@ def _copy_stages(src: Path, dst: Path, names: list[str]) -> None:
             shutil.copytree(folder, dst / "stages" / folder.name)
 
 
-def test_job_killed_after_the_soft_labels_resumes_at_the_student(first, tmp_path):
-    out, args, _ = first
-    _copy_stages(out, tmp_path, ["teacher", "ingest"])  # the job starts at the soft labels
+def _any(pattern: str, root: Path):
+    return lambda: bool(list(root.glob(pattern)))
+
+
+def test_a_driver_killed_at_every_point_leaves_a_state_the_rerun_finishes(first, tmp_path):
+    """The driver (with its job) SIGKILLed at six points in turn, inside and between stages, each
+    rerun of the same command resuming the last: the job finishes with the uninterrupted run's
+    outputs in keys and counts, and no half-written stage is ever taken as complete. Before the
+    first run the stages folder also holds what a kill between a data stage's last write and its
+    manifest leaves: the soft labels' temporary folder, every shard written, no manifest.
+    The teacher and the ingested rows are copied from the session's run: the job starts at the
+    soft labels."""
+    out, args, metrics = first
+    _copy_stages(out, tmp_path, ["teacher", "ingest"])
+    stages = tmp_path / "stages"
+    done_soft = stage_dirs(out)["soft_labels"]
+    half = stages / f".{done_soft.name}.tmp"  # the same fingerprint: this job's soft labels
+    shutil.copytree(done_soft, half)
+    (half / "manifest.json").unlink()
     cmd = [sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml", *args, "name=k",
            "--output-dir", str(tmp_path)]
-    kill_when(cmd, lambda: bool(list((tmp_path / "stages").glob("soft_labels-*/manifest.json"))), "soft labels")
-    assert not (tmp_path / "k" / "metrics.json").exists()
+    planted = [half / f.name for f in half.glob("*.parquet")]
+    points = [  # (what the kill waits for, where that is)
+        # the job has emptied the planted folder and builds the soft labels in it afresh
+        (lambda: half.is_dir() and not any(f.exists() for f in planted), "inside the soft labels"),
+        (_any("soft_labels-*/manifest.json", stages), "after the soft labels"),
+        (_any("student-*/ray", stages), "inside the student"),
+        (_any("student-*/manifest.json", stages), "after the student"),
+        (_any("finetune-*/ray", stages), "inside fine-tuning"),
+        (_any("finetune-*/manifest.json", stages), "after fine-tuning"),
+    ]
+    for ready, where in points:
+        kill_when(cmd, ready, where)
+        assert not (tmp_path / "k" / "metrics.json").exists(), where
+        for folder in stages.glob("*-*"):  # a stage folder that counts as done is whole
+            if (folder / "manifest.json").exists():
+                recorded = json.loads((folder / "manifest.json").read_text())["files"]
+                assert all((folder / f).stat().st_size == r["size"] for f, r in recorded.items()), (where, folder)
     # A finished stage whose file has lost bytes since (here a shard of the ingested rows) is not
     # reused as it is: the rerun's size check finds it, says so and builds that stage again.
-    [shard] = (tmp_path / "stages").glob("ingest-*/part-00000.parquet")
+    [shard] = stages.glob("ingest-*/part-00000.parquet")
     rows = pq.read_table(shard)
     shard.write_bytes(shard.read_bytes()[:100])
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stage ingest" in done.stdout and "part-00000.parquet: 100 bytes" in done.stdout and "rebuilding it" in done.stdout
     assert pq.read_table(shard).equals(rows)
-    assert statuses(tmp_path / "k") == {"teacher": "skipped", "ingest": "ran", "soft_labels": "skipped",
-                                        "student": "ran", "finetune": "ran", "evaluate": "ran"}
+    assert statuses(tmp_path / "k")["evaluate"] == "ran"
+    assert not list(stages.glob(".*"))  # no temporary folder left
+    # the uninterrupted run's outputs, in keys and counts
+    mine, theirs = stage_dirs(tmp_path, "k"), stage_dirs(out)
+    assert {k: v.name for k, v in mine.items()} == {k: v.name for k, v in theirs.items()}  # the same fingerprints
+    for name in ("ingest", "soft_labels"):  # every row once, as in the uninterrupted run
+        keys = [sorted(zip(*pa.concat_tables(pq.read_table(f, columns=["corpus", "doc_index"])
+                                             for f in d[name].glob("*.parquet")).to_pydict().values()))
+                for d in (mine, theirs)]
+        assert keys[0] == keys[1] and len(set(keys[0])) == len(keys[0]), name
+    again = json.loads((tmp_path / "k" / "metrics.json").read_text())
+    assert again.keys() == metrics.keys() and again["test"].keys() == metrics["test"].keys()
+    assert {k: [h["epoch"] for h in v] for k, v in again["histories"].items()} == \
+        {k: [h["epoch"] for h in v] for k, v in metrics["histories"].items()}
 
 
 def test_verify_reads_every_stage_of_a_pipeline_and_names_an_edited_file(first, tmp_path, capsys):
