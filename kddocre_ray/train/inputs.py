@@ -18,9 +18,8 @@ from ..storage import check_writable
 from .strategy import deepspeed_config
 
 
-def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
-    """Check what `kddocre train` with `conf` reads (with `rows`, the rows folder too, which a
-    pipeline stage has written by the time it trains); returns the relation schema."""
+def check_train_inputs(conf: Config) -> RelSchema:
+    """Check what `kddocre train` with `conf` reads; returns the relation schema."""
     missing = missing_paths(conf)
     if missing:
         raise FileNotFoundError(f"input files not found: {', '.join(missing)}")
@@ -45,7 +44,7 @@ def check_train_inputs(conf: Config, rows: bool = True) -> RelSchema:
         raise InputError("train.precision=fp16 needs a GPU (scale.use_gpu=true); on CPU use bf16, fp32 or auto")
     if conf.train.strategy == StrategyName.deepspeed:
         check_deepspeed_file(conf.train.deepspeed_config, conf, conf.scale.num_workers)
-    if d.train_rows and rows:
+    if d.train_rows:
         check_rows(d.train_rows, schema.num_classes, with_teacher=conf.distill.kd != KD.none)
     return schema
 
