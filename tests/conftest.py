@@ -100,6 +100,9 @@ def ray_head(mlflow_store) -> RayHead:
         mp.setenv("RAY_ADDRESS", address)
         yield RayHead(address, f"http://127.0.0.1:{dash}")
     finally:
+        import ray
+
+        ray.shutdown()  # a driver still joined to the head would wait 60 s for it, then exit 1
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         shutil.rmtree(temp, ignore_errors=True)

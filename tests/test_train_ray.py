@@ -62,9 +62,12 @@ def test_checkpoint_reloads_and_scores_the_same(run, capsys, tmp_path):
 def test_finished_run_is_not_overwritten_by_accident(run):
     from kddocre_ray.train.run import run_train
 
+    import ray
+
     run_dir, _ = run
     with pytest.raises(FileExistsError):
         run_train(read_resolved(run_dir / "config.yaml"))
+    assert not ray.is_initialized()  # refused before any Ray start
 
 
 def test_kddocre_train_distills_a_teacher_in_memory(run, tmp_path, monkeypatch):

@@ -38,24 +38,30 @@ from .trainer import fit, start_cluster
 from .worker import TRAIN_STATE
 
 
-def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
-    """The run folder, checked: a finished run is kept unless `overwrite`; an unfinished one is
-    resumed only with the same result-changing config."""
+def check_run_dir(conf: Config, overwrite: bool = False) -> None:
+    """A finished run is kept unless `overwrite`; an unfinished one is resumed only with the same
+    result-changing config. Reads only: nothing is written or started on a refusal."""
     run_dir = location(conf.output_dir) / conf.name
     if (run_dir / layout.METRICS).exists() and not overwrite:
         raise FileExistsError(f"{run_dir} holds a finished run; pick another name= or pass --overwrite")
-    if overwrite:
-        rmtree(run_dir)
-    values = result_values(conf)
-    if (run_dir / layout.FINGERPRINT).exists():
-        changed = changed_keys(read_json(run_dir / layout.FINGERPRINT), values)
+    if (run_dir / layout.FINGERPRINT).exists() and not overwrite:
+        changed = changed_keys(read_json(run_dir / layout.FINGERPRINT), result_values(conf))
         if changed:
             raise InputError(f"{run_dir} is an unfinished run started with another config; resuming it would mix "
                              f"two settings. Changed: {'; '.join(changed)}. Rerun with the same settings to resume, "
                              f"or pick another name= or pass --overwrite")
+
+
+def prepare_run_dir(conf: Config, overwrite: bool = False) -> Location:
+    """The run folder, checked (`check_run_dir`), emptied with `overwrite`, with its config and
+    fingerprint written."""
+    check_run_dir(conf, overwrite)
+    run_dir = location(conf.output_dir) / conf.name
+    if overwrite:
+        rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.CONFIG).write_text(to_yaml(conf))
-    write_json(values, run_dir / layout.FINGERPRINT, indent=2)
+    write_json(result_values(conf), run_dir / layout.FINGERPRINT, indent=2)
     return run_dir
 
 
@@ -69,6 +75,7 @@ def run_train(conf: Config, overwrite: bool = False, log=print,
     the Ray Train `callbacks` it wants instead (e.g. its per-epoch tracking.EpochMetrics).
     Every input is checked first (inputs.py), before Ray starts."""
     check_train_inputs(conf)
+    check_run_dir(conf, overwrite)
     start_cluster(conf)
     run_dir = prepare_run_dir(conf, overwrite)
     if callbacks is not None or not conf.tracking.enabled:
