@@ -60,9 +60,9 @@ def test_checkpoint_reloads_and_scores_the_same(run, capsys, tmp_path):
 
 
 def test_finished_run_is_not_overwritten_by_accident(run):
-    from kddocre_ray.train.run import run_train
-
     import ray
+
+    from kddocre_ray.train.run import run_train
 
     run_dir, _ = run
     with pytest.raises(FileExistsError):
