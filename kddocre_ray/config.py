@@ -298,8 +298,7 @@ def is_dotted_key(key: str) -> bool:
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the YAML file, then `a.b=value` overrides; validated, paths made absolute."""
     cfg = OmegaConf.structured(Config)
-    for layer in _yaml_chain(Path(path)) if path is not None else []:
-        data = _read_yaml(layer)
+    for layer, data in _yaml_chain(Path(path)) if path is not None else []:
         try:
             cfg = OmegaConf.merge(cfg, data)
         except Exception as e:  # OmegaConf names the key; add the file
@@ -419,20 +418,22 @@ def with_values(conf: Config, values: dict[str, Any], where: str = "override") -
 _ABSENT = object()
 
 
-def _yaml_chain(path: Path) -> list[Path]:
+def _yaml_chain(path: Path) -> list[tuple[Path, Any]]:
     """A config may start with `extends: base.yaml` (relative to itself): variants of one setup
-    then state only what differs, and every shared fact lives in the base file."""
-    chain = [path]
+    then state only what differs, and every shared fact lives in the base file. Returns each
+    file of the chain, base first, with its content (each file is read once)."""
+    chain = [(path, _read_yaml(path))]
     while True:
-        parent = _read_yaml(chain[0]).get("extends")
+        current, data = chain[0]
+        parent = data.get("extends")
         if not parent:
             break
-        parent_path = (chain[0].parent / str(parent)).resolve()
-        if parent_path in chain:
-            raise InputError(f"circular 'extends: {parent}'", path=chain[0])
+        parent_path = (current.parent / str(parent)).resolve()
+        if parent_path in [p for p, _ in chain]:
+            raise InputError(f"circular 'extends: {parent}'", path=current)
         if not parent_path.is_file():
-            raise InputError(f"extends: {parent}: no such file ({parent_path})", path=chain[0])
-        chain.insert(0, parent_path)
+            raise InputError(f"extends: {parent}: no such file ({parent_path})", path=current)
+        chain.insert(0, (parent_path, _read_yaml(parent_path)))
     return chain
 
 

@@ -126,8 +126,6 @@ def check_space(conf: Config) -> None:
     (else every trial would rebuild them); repeated trials are told apart."""
     s = conf.sweep
     leaves = space_leaves(s.space)
-    if s.num_samples < 1 or s.grace_period < 1 or s.reduction_factor < 2:
-        raise InputError("sweep: num_samples and grace_period must be >= 1, reduction_factor >= 2")
     if conf.data.dev is None:
         raise InputError(f"a sweep ranks its trials by {s.metric}: set data.dev")
     if s.level == SweepLevel.teacher and conf.distill.kd == KD.none:
