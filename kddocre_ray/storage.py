@@ -13,6 +13,7 @@ committed, hence immutable, folder, cached by its URI.
 """
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import gzip
 import hashlib
@@ -220,6 +221,80 @@ def read_json(path: str | os.PathLike) -> Any:
                          path=path) from None
 
 
+def iter_json_list(path: str | os.PathLike, what: str = "items", chunk: int = 1 << 20) -> Iterator[Any]:
+    """The items of a JSON list file (``.json`` or gzip, local or in an object store), parsed one at a
+    time from a `chunk`-character window, so that a corpus of any size streams in flat memory (DocRED's
+    distant file is one 1.4 GB list). A file whose top level is not a list is parsed whole and refused."""
+    if location(path).is_dir():
+        raise InputError("a folder, where a JSON file was expected", path=path)
+    with open_binary(path) as f:
+        gz = f.read(2) == _GZIP_MAGIC or str(path).endswith(".gz")
+    decoder, utf8 = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8")()
+    with open_binary(path) as raw, (gzip.GzipFile(fileobj=raw) if gz else raw) as stream:
+        buf, pos, eof, line = "", 0, False, 1  # `line`: the line at buf[0], for error messages
+
+        def fill() -> bool:
+            nonlocal buf, pos, eof, line
+            line += buf.count("\n", 0, pos)
+            block = stream.read(chunk)
+            more = utf8.decode(block, final=not block)
+            buf, pos, eof = buf[pos:] + more, 0, not block
+            return bool(block)
+
+        def fail(msg: str, at: int) -> InputError:
+            col = at - (buf.rfind("\n", 0, at) + 1) + 1
+            return InputError(f"not a valid JSON file: {msg}: line {line + buf.count(chr(10), 0, at)} column {col}",
+                              path=path)
+
+        def skip_space() -> str:
+            """The next non-blank character ('' at the end), with `pos` on it."""
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or not fill():
+                    return buf[pos:pos + 1]
+
+        try:
+            fill()
+            if skip_space() != "[":
+                value = read_json(path)
+                raise InputError(f"expected a JSON list of {what}, got {type(value).__name__}", path=path)
+            pos += 1
+            if skip_space() == "]":
+                pos += 1
+            else:
+                while True:
+                    while True:  # an item, reading on while it is cut by the window's end
+                        try:
+                            item, end = decoder.raw_decode(buf, pos)
+                        except json.JSONDecodeError as exc:
+                            start = pos
+                            if eof or not fill():
+                                raise fail(exc.msg, exc.pos - (0 if eof else start)) from None
+                            continue
+                        cut = end == len(buf) or buf[end] in "0123456789.eE+-"  # a number may go on
+                        if isinstance(item, (int, float)) and cut and not eof and fill():
+                            continue
+                        break
+                    pos = end
+                    yield item
+                    sep = skip_space()
+                    pos += 1
+                    if sep == "]":
+                        break
+                    if sep != ",":
+                        raise fail("Expecting ',' delimiter", pos - 1) if sep else InputError("not a valid JSON file: the list is not closed at the end of the file", path=path)
+                    skip_space()
+            if skip_space():
+                raise fail("Extra data", pos)
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a valid JSON file: {exc}", path=path) from None
+        except RecursionError:
+            raise InputError("not a JSON file this reader takes: nested deeper than Python's recursion limit",
+                             path=path) from None
+
+
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
     """Write any JSON value atomically (temp file + rename; in an object store one PUT): a crash
     never leaves half a file."""
@@ -285,11 +360,16 @@ def on_disk(path: Location) -> Iterator[Path]:
         yield local
 
 
+def open_binary(path: str | os.PathLike | RemotePath):
+    """A file's bytes as a stream, local or in an object store, for reading a block at a time."""
+    path = location(path)
+    return path.fs.open_input_stream(path._path) if isinstance(path, RemotePath) else open(path, "rb")
+
+
 def sha256_file(path: str | os.PathLike | RemotePath) -> str:
     """The sha256 of a file's bytes (hex), local or in an object store, read a block at a time."""
     h = hashlib.sha256()
-    path = location(path)
-    with path.fs.open_input_stream(path._path) if isinstance(path, RemotePath) else open(path, "rb") as f:
+    with open_binary(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

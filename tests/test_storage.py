@@ -151,3 +151,54 @@ def test_the_pipeline_runs_with_its_folders_in_s3(s3, tmp_path, monkeypatch, tin
     pipeline = json.loads(location(f"{out}/p/pipeline.json").read_text())
     assert {s: e["status"] for s, e in pipeline["stages"].items()} == {s: "skipped" for s in STAGES}
     assert again["test"] == metrics["test"]
+
+
+# --- storage.iter_json_list: a JSON list read an item at a time (a corpus in flat memory) ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kddocre_ray.errors import InputError  # noqa: E402
+from kddocre_ray.storage import iter_json_list  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                       max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(_values, max_size=8), indent=st.sampled_from([None, 0, 2]), chunk=st.integers(1, 64),
+       gz=st.booleans())
+def test_a_json_list_streams_to_the_items_json_loads_gives(tmp_path_factory, items, indent, chunk, gz):
+    """Any window size, any layout (indent puts the items and numbers across lines and windows),
+    gzip or not: the same items as parsing the whole file."""
+    import gzip
+
+    path = tmp_path_factory.mktemp("j") / ("x.json.gz" if gz else "x.json")
+    text = json.dumps(items, indent=indent, ensure_ascii=False).encode()
+    path.write_bytes(gzip.compress(text) if gz else text)
+    assert list(iter_json_list(path, chunk=chunk)) == items
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(_values, min_size=1, max_size=6), cut=st.integers(0, 10_000), chunk=st.integers(1, 64),
+       junk=st.sampled_from(["", "x", ",", "]", "[", "}"]))
+def test_a_damaged_json_list_is_refused_with_its_file_named(tmp_path_factory, items, cut, chunk, junk):
+    """A list cut short, or with a character added, is refused (naming the file) exactly when
+    json.loads refuses it. Items before the damage may have been yielded: callers write into a
+    temporary folder that an error discards (stages.Building)."""
+    path = tmp_path_factory.mktemp("j") / "x.json"
+    text = json.dumps(items)
+    text = text[: cut % len(text)] + junk + text[cut % len(text):]
+    path.write_text(text)
+    try:
+        expected = json.loads(text)
+    except json.JSONDecodeError:
+        expected = None
+    try:
+        got = list(iter_json_list(path, chunk=chunk))
+    except InputError as exc:
+        assert str(path) in str(exc)
+        assert not isinstance(expected, list), f"{text!r} parses, but was refused: {exc}"
+        return
+    assert got == expected, text

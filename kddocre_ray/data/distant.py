@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..storage import read_json
+from ..storage import iter_json_list
 from .docred import RelSchema
 
 Fact = tuple[str, str, str]  # (head name, tail name, relation id)
@@ -34,11 +34,8 @@ def load_facts(path: str | os.PathLike, schema: RelSchema | None = None) -> set[
     ``ref/train_annotated.fact``); the one reader of fact files, for distant labels and Ign F1.
     With `schema`, a relation it does not have is an error naming the fact (a fact file of
     another dataset would otherwise label nothing, or never match, silently)."""
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise InputError(f"expected a JSON list of facts, got {type(data).__name__}", path=path)
     facts = set()
-    for i, fact in enumerate(data):
+    for i, fact in enumerate(iter_json_list(path, "facts")):
         if not (isinstance(fact, list) and len(fact) == 3 and all(isinstance(x, str) for x in fact)):
             raise InputError(f"expected [head name, tail name, relation id], got {json.dumps(fact)}", path=path,
                              index=i, what="fact")
@@ -49,29 +46,38 @@ def load_facts(path: str | os.PathLike, schema: RelSchema | None = None) -> set[
     return facts
 
 
-def distant_label(docs: Iterable[dict], facts: Iterable[Fact]) -> tuple[list[dict], DistantStats]:
-    """Return shallow copies of ``docs`` whose ``labels`` are the distant labels.
+class DistantLabeller:
+    """Labels documents one at a time against a fact base indexed once, counting what it did
+    (`stats`), so a corpus streams through it."""
 
-    Inputs are not modified; labels are ordered by (h, t, r) so the output is
-    deterministic, and carry no evidence.
-    """
-    by_pair: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for head, tail, rel in facts:
-        by_pair[head, tail].add(rel)
+    def __init__(self, facts: Iterable[Fact]):
+        self.by_pair: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for head, tail, rel in facts:
+            self.by_pair[head, tail].add(rel)
+        self.stats = DistantStats()
 
-    out, stats = [], DistantStats()
-    for doc in docs:
+    def __call__(self, doc: dict) -> dict:
+        """A shallow copy of `doc` whose labels are the distant labels, ordered by (h, t, r), no evidence."""
         names = [{m["name"] for m in entity} for entity in doc["vertexSet"]]
         labels = []
         for h, h_names in enumerate(names):
             for t, t_names in enumerate(names):
                 if h == t:
                     continue
-                rels = set().union(*(by_pair.get((hn, tn), ()) for hn in h_names for tn in t_names))
+                rels = set().union(*(self.by_pair.get((hn, tn), ()) for hn in h_names for tn in t_names))
                 labels += [{"h": h, "t": t, "r": r, "evidence": []} for r in sorted(rels)]
-                stats.pairs += bool(rels)
-        stats.documents += 1
-        stats.labelled_documents += bool(labels)
-        stats.labels += len(labels)
-        out.append({**doc, "labels": labels})
-    return out, stats
+                self.stats.pairs += bool(rels)
+        self.stats.documents += 1
+        self.stats.labelled_documents += bool(labels)
+        self.stats.labels += len(labels)
+        return {**doc, "labels": labels}
+
+
+def distant_label(docs: Iterable[dict], facts: Iterable[Fact]) -> tuple[list[dict], DistantStats]:
+    """Return shallow copies of ``docs`` whose ``labels`` are the distant labels.
+
+    Inputs are not modified; labels are ordered by (h, t, r) so the output is
+    deterministic, and carry no evidence.
+    """
+    label = DistantLabeller(facts)
+    return [label(doc) for doc in docs], label.stats

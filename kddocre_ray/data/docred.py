@@ -8,12 +8,13 @@ title and field instead of surfacing as an IndexError deep in training.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from ..errors import InputError
-from ..storage import read_json, write_json
+from ..storage import iter_json_list, read_json, write_json
 
 NA = "Na"  # class 0: the adaptive-threshold / no-relation class
 
@@ -175,6 +176,19 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
                 fail(f"{at}.evidence", f"sentence {s} out of range (document has {len(sents)})")
 
 
+def iter_docs(path: str | os.PathLike, schema: RelSchema, *,
+              require_labels: bool = False) -> Iterator[tuple[int, dict | DocError]]:
+    """Each document of a DocRED file with its index, or the error that names what is wrong with it,
+    read one at a time (storage.iter_json_list): a corpus of any size passes in flat memory."""
+    for i, doc in enumerate(iter_json_list(path, "documents")):
+        try:
+            validate_doc(doc, schema, require_labels)
+        except DocError as exc:
+            yield i, exc.located(path, i)
+        else:
+            yield i, doc
+
+
 def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = False,
               require_labels: bool = False, unique_titles: bool = False) -> tuple[list[dict], list[DocError]]:
     """Load and validate documents, unchanged.
@@ -183,24 +197,18 @@ def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = Fa
     callers can report them: nothing is dropped silently. With ``unique_titles`` (a gold file:
     titles key the official scorer) two documents with one title are refused, both named.
     """
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise InputError(f"expected a JSON list of documents, got {type(data).__name__}", path=path)
     docs, bad, seen = [], [], {}
-    for i, doc in enumerate(data):
-        try:
-            validate_doc(doc, schema, require_labels)
-        except DocError as exc:
-            err = exc.located(path, i)
+    for i, doc in iter_docs(path, schema, require_labels=require_labels):
+        if isinstance(doc, DocError):
             if not skip_bad:
-                raise err from None
-            bad.append(err)
-        else:
-            if unique_titles and doc["title"] in seen:
-                raise DocError("title", f"also the title of document {seen[doc['title']]}: titles key the scorer, "
-                               "so each must be unique", path=path, index=i, title=doc["title"])
-            seen.setdefault(doc["title"], i)
-            docs.append(doc)
+                raise doc from None
+            bad.append(doc)
+            continue
+        if unique_titles and doc["title"] in seen:
+            raise DocError("title", f"also the title of document {seen[doc['title']]}: titles key the scorer, "
+                           "so each must be unique", path=path, index=i, title=doc["title"])
+        seen.setdefault(doc["title"], i)
+        docs.append(doc)
     return docs, bad
 
 

@@ -1,10 +1,11 @@
 """Ingest: a DocRED corpus file -> validated, featurized Parquet shards (layout in rows.py).
 
 A DocRED JSON array (or .json.gz) is one unsplittable block to Ray Data, and Ray Data keeps no
-row index or order, so the corpus is read and validated once here (bad documents are reported
-and, with `skip_bad`, skipped and counted), each kept document gets its index in the file, and
-documents with fewer than two entities (no pair: a batch of them would make the loss's mean
-NaN) are dropped and counted. Featurizing runs in Ray tasks, one per shard.
+row index or order, so the driver streams the corpus once (storage.iter_json_list: it never holds
+more than the shards in flight), validates each document (bad ones are reported and, with
+`skip_bad`, skipped and counted), gives each kept one its index in the file, and drops and counts
+those with fewer than two entities (no pair: a batch of them would make the loss's mean NaN).
+Featurizing runs in Ray tasks, one per shard, at most a few at a time.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import ray
 
-from ..data.distant import distant_label, load_facts
-from ..data.docred import RelSchema, read_docs
+from ..data.distant import DistantLabeller, load_facts
+from ..data.docred import DocError, RelSchema, iter_docs
 from ..data.features import doc_features
 from ..data.rows import feature_table
 from ..data.splits import report_skipped
@@ -29,33 +30,55 @@ def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location,
     the documents are first labelled by knowledge-base name matching (as `kddocre distant`
     does), replacing any labels they had."""
     corpus = path_digest(path)
-    docs, bad = read_docs(path, schema, skip_bad=skip_bad)
-    report_skipped(path, bad, log)
-    distant = {}
-    if facts:
-        docs, stats = distant_label(docs, load_facts(facts, schema))
-        distant = {"distant_labels": stats.labels, "distant_pairs": stats.pairs,
-                   "distant_labelled_documents": stats.labelled_documents}
-    bad_index = {err.index for err in bad}
-    indices = [i for i in range(len(docs) + len(bad)) if i not in bad_index]
-    keep = [(i, d) for i, d in zip(indices, docs) if len(d["vertexSet"]) >= 2]
-    no_pairs = len(docs) - len(keep)
+    label = DistantLabeller(load_facts(facts, schema)) if facts else None
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     task = ray.remote(_featurize_shard)
-    pending = [task.remote([d for _, d in keep[k:k + rows_per_shard]], [i for i, _ in keep[k:k + rows_per_shard]],
-                           corpus, encoder, schema, str(out_dir / f"part-{k // rows_per_shard:05d}.parquet"))
-               for k in range(0, len(keep), rows_per_shard)]
-    done, tokens = 0, 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        tokens += ray.get(ready[0])
-        done += 1
-        log(f"[kddocre] ingest {Path(path).name}: {done} shards written, {len(pending)} to go")
-    stats = {"corpus": corpus, "documents": len(docs) + len(bad), "bad_documents": len(bad),
-             "no_pair_documents": no_pairs, "rows": len(keep), "tokens": tokens,
-             "shards": -(-len(keep) // rows_per_shard), "seconds": time.time() - t0, **distant}
-    log(f"[kddocre] ingest {Path(path).name}: {stats['rows']} documents kept of {stats['documents']} "
+    in_flight = max(2, int(ray.cluster_resources().get("CPU", 1)))  # each shard's documents wait in the object store
+    bad, pending, shard, documents, no_pairs, shards, tokens = [], [], [], 0, 0, 0, 0
+
+    def wait(at_most: int) -> None:
+        nonlocal pending, tokens
+        while len(pending) > at_most:
+            ready, pending = ray.wait(pending, num_returns=1)
+            tokens += ray.get(ready[0])
+            log(f"[kddocre] ingest {Path(path).name}: {shards - len(pending)} shards written "
+                f"({documents} documents read)")
+
+    def submit() -> None:
+        nonlocal shard, shards
+        wait(in_flight - 1)
+        pending.append(task.remote([d for _, d in shard], [i for i, _ in shard], corpus, encoder, schema,
+                                   str(out_dir / f"part-{shards:05d}.parquet")))
+        shard, shards = [], shards + 1
+
+    for i, doc in iter_docs(path, schema):
+        documents += 1
+        if isinstance(doc, DocError):
+            if not skip_bad:
+                raise doc
+            bad.append(doc)
+            continue
+        if label is not None:
+            doc = label(doc)
+        if len(doc["vertexSet"]) < 2:
+            no_pairs += 1
+            continue
+        shard.append((i, doc))
+        if len(shard) == rows_per_shard:
+            submit()
+    if shard:
+        submit()
+    wait(0)
+    report_skipped(path, bad, log)
+    rows = documents - len(bad) - no_pairs
+    distant = {}
+    if label is not None:
+        s = label.stats
+        distant = {"distant_labels": s.labels, "distant_pairs": s.pairs, "distant_labelled_documents": s.labelled_documents}
+    stats = {"corpus": corpus, "documents": documents, "bad_documents": len(bad), "no_pair_documents": no_pairs,
+             "rows": rows, "tokens": tokens, "shards": shards, "seconds": time.time() - t0, **distant}
+    log(f"[kddocre] ingest {Path(path).name}: {rows} documents kept of {documents} "
         f"({len(bad)} bad, {no_pairs} with fewer than two entities)")
     return stats
 

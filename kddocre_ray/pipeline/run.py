@@ -24,7 +24,7 @@ from ..checkpoint import point_to
 from ..cluster import init_ray, submitted_job
 from ..config import Config, StrategyName, actor_threads, flatten, missing_paths, to_dict, to_yaml
 from ..data.distant import load_facts
-from ..data.docred import load_schema, read_docs
+from ..data.docred import DocError, iter_docs, load_schema
 from ..errors import InputError
 from ..evaluation import format_metrics
 from ..storage import is_remote, location, read_json, upload, write_json
@@ -57,10 +57,15 @@ def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
             check_deepspeed_file(stage.conf.train.deepspeed_config, stage.conf, stage.conf.scale.num_workers)
         if stage.name == "ingest" and not stage.complete:
             p = conf.pipeline
-            docs, _ = read_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs)
-            if not any(len(d["vertexSet"]) >= 2 for d in docs):
+            usable = False  # one pass, a document at a time: the corpus may not fit in memory
+            for _, doc in iter_docs(p.corpus, schema):
+                if isinstance(doc, DocError):
+                    if not conf.data.skip_bad_docs:
+                        raise doc
+                else:
+                    usable = usable or len(doc["vertexSet"]) >= 2
+            if not usable:
                 raise InputError("no document with two or more entities to learn from", path=p.corpus)
-            del docs
             if p.facts:
                 load_facts(p.facts, schema)
     return stages
