@@ -1,0 +1,233 @@
+r"""The pipeline at the paper's scale: ingest, soft labels (a pool of 2 teacher actors) and one epoch
+of student pretraining on a synthetic distant corpus of 1,000 / 10,000 / 100,000 documents, with
+documents/s per stage, soft-label bytes per document, disk use, and the peak private memory (USS)
+of the driver, of each teacher actor and of each Ray Train worker. Memory is flat when the peaks
+at the largest corpus are within 10% of those at the one before.
+
+    python bench/scale.py --docs 1000,10000,100000 --json bench/results/scale_2cpu.json
+
+The corpus: Re-DocRED's 1,000 labelled dev and test documents (../shared/data) repeated under new
+titles, written here a document at a time (never committed, never held whole). The models: the
+tiny random encoder (`tiny-random`, a 2-layer random BERT) with a light head (emb 128, block 16,
+no axial layer: one epoch on 100,000 documents then fits in about an hour here); a teacher trained one epoch on the shipped sample, then `run_pipeline(until=...)`
+one stage at a time, each in its own driver process, so each stage's driver and Ray processes are
+measured alone. Precision: the config's `auto`. A sampler in this process reads the USS of the
+driver and of every process under it (Ray's daemons, workers and actors) every --every seconds
+(about 0.1 of a core); each process is named by its Ray title (`ray::RayTrainWorker`, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SOURCES = [REPO.parent / "shared" / "data" / "re-docred" / f"{split}_revised.json" for split in ("dev", "test")]
+STAGES = ("teacher", "ingest", "soft_labels", "student")
+# What a process is, by the title Ray gives it (first match wins): the roles the issue asks for first.
+ROLES = [("teacher actor", ("TeacherLogits",)), ("train worker", ("RayTrainWorker",)),
+         ("ingest task", ("_featurize_shard",)), ("other Ray worker", ("ray::",)),
+         ("Ray daemons", ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env",
+                          "default_worker", "ray/_private", "ray/autoscaler"))]
+
+
+RANKED = [name for name, _ in ROLES] + ["other"]
+
+
+def overrides(corpus: Path, out: Path, extra: list[str]) -> list[str]:
+    sample = REPO / "kddocre_ray" / "sample"
+    return [f"output_dir={out}", "name=scale", "tracking.enabled=false",
+            f"data.train.path={sample / 'train.json'}", f"data.dev.path={sample / 'dev.json'}",
+            f"data.test.path={sample / 'test.json'}", f"data.rel_info={sample / 'rel_info.json'}",
+            "model.encoder=tiny-random", "model.emb_size=128", "model.block_size=16", "model.axial_layers=0",
+            "train.epochs=1", "train.batch_size=8", "scale.num_workers=2", "scale.max_failures=0",
+            f"pipeline.corpus={corpus}", "pipeline.pretrain_epochs=1", "soft_labels.pool_size=2", *extra]
+
+
+def write_corpus(docs: int, path: Path) -> None:
+    """`docs` real documents under new titles, one JSON list written a document at a time."""
+    if path.exists():
+        return
+    real = [d for src in SOURCES for d in json.loads(src.read_text())]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write("[")
+        for i in range(docs):
+            d = real[i % len(real)]
+            f.write(("," if i else "") + json.dumps({**d, "title": f"{d['title']} #{i // len(real)}"}, ensure_ascii=False))
+        f.write("]")
+    tmp.rename(path)
+
+
+def role(title: str) -> str:
+    for name, marks in ROLES:
+        if any(m in title for m in marks):
+            return name
+    return "other"
+
+
+class Sampler:
+    """Peak USS of a process and everything under it, per pid, with the most telling title seen."""
+
+    def __init__(self, root: int, every: float):
+        self.root, self.every = root, every
+        self.peak: dict[int, float] = {}
+        self.role: dict[int, int] = {}  # 0: the driver, else 1 + the index of its most telling role seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                root = psutil.Process(self.root)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for p in procs:
+                try:
+                    title = " ".join(p.cmdline())[:300]
+                    uss = p.memory_full_info().uss / 2**20
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                self.peak[p.pid] = max(uss, self.peak.get(p.pid, 0.0))
+                rank = 0 if p.pid == self.root else 1 + RANKED.index(role(title))  # an idle worker may take a task later
+                self.role[p.pid] = min(rank, self.role.get(p.pid, rank))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_role(self) -> dict[str, list[float]]:
+        """Each role's peaks, one per process, largest first."""
+        out: dict[str, list[float]] = {}
+        for pid, peak in self.peak.items():
+            name = "driver" if self.role[pid] == 0 else RANKED[self.role[pid] - 1]
+            out.setdefault(name, []).append(round(peak, 1))
+        return {k: sorted(v, reverse=True) for k, v in sorted(out.items())}
+
+
+def du_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def run_stage(stage: str, corpus: Path, out: Path, extra: list[str], every: float, log: Path) -> dict:
+    """One stage (the stages before it are built) in its own driver process, sampled."""
+    cmd = [sys.executable, __file__, "--stage", stage, "--corpus", str(corpus), "--out", str(out), "--set", *extra]
+    t0 = time.time()
+    with open(log, "a") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+        with Sampler(proc.pid, every) as sampler:
+            rc = proc.wait()
+    if rc:
+        raise SystemExit(f"stage {stage} failed (exit {rc}); its log: {log}")
+    return {"wall_s": round(time.time() - t0, 1), "uss_mb": sampler.by_role()}
+
+
+def _stage(stage: str, corpus: str, out: str, extra: list[str]) -> None:
+    """In the driver process: the pipeline up to `stage`."""
+    from kddocre_ray.config import load_config
+    from kddocre_ray.pipeline.run import run_pipeline
+
+    conf = load_config(REPO / "configs" / "tiny.yaml", overrides(Path(corpus), Path(out), extra))
+    run_pipeline(conf, until=stage)
+
+
+def measure(docs: int, work: Path, extra: list[str], every: float) -> dict:
+    from kddocre_ray.config import load_config
+    from kddocre_ray.pipeline.stages import plan
+
+    corpus = work / f"corpus-{docs}.json"
+    t0 = time.time()
+    write_corpus(docs, corpus)
+    print(f"[scale] {docs} documents: corpus written ({du_mb(corpus):.0f} MB, {time.time() - t0:.0f} s)", flush=True)
+    out = work / "runs"
+    folders = {s.name: s.folder for s in plan(load_config(REPO / "configs" / "tiny.yaml", overrides(corpus, out, extra)))}
+    result = {"documents": docs, "corpus_mb": round(du_mb(corpus), 1), "stages": {}}
+    for stage in STAGES:
+        fig = run_stage(stage, corpus, out, extra, every, work / f"log-{docs}.txt")
+        manifest = json.loads((folders[stage] / "manifest.json").read_text())
+        counts = manifest["counts"]
+        if stage == "student":
+            metrics = json.loads((folders[stage] / "metrics.json").read_text())
+            seconds, rows = metrics["train_time_s"], counts.get("rows", docs)
+        else:
+            seconds, rows = manifest.get("seconds") or counts.get("seconds"), counts.get("rows", docs)
+        fig.update(seconds=round(seconds, 1), disk_mb=round(du_mb(folders[stage]), 1))
+        if stage != "teacher":
+            fig["docs_per_s"] = round(rows / seconds, 2)
+        if stage == "soft_labels":
+            fig["bytes_per_doc"] = round(du_mb(folders[stage]) * 2**20 / rows)
+        result["stages"][stage] = fig
+        print(f"[scale] {docs} documents, {stage}: {json.dumps(fig)}", flush=True)
+    return result
+
+
+def flatness(results: list[dict]) -> list[str]:
+    """Peak USS per role at the largest corpus against the one before (the issue's 10% rule)."""
+    if len(results) < 2:
+        return []
+    a, b = results[-2], results[-1]
+    lines = []
+    for stage in STAGES[1:]:
+        for name, peaks in b["stages"][stage]["uss_mb"].items():
+            before = a["stages"][stage]["uss_mb"].get(name)
+            if before and name in ("driver", "teacher actor", "train worker", "ingest task"):
+                ratio = max(peaks) / max(before)
+                lines.append(f"{stage:12s} {name:14s} {max(before):8.0f} -> {max(peaks):8.0f} MB  x{ratio:.3f}  "
+                             f"{'flat' if ratio <= 1.10 else 'GROWS'}")
+    return lines
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| documents | stage | docs/s | stage s | wall s | disk MB | driver USS MB | actors / workers USS MB |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for stage in STAGES[1:]:
+            f = r["stages"][stage]
+            workers = f["uss_mb"].get("teacher actor") or f["uss_mb"].get("train worker") or f["uss_mb"].get("ingest task") or []
+            rows.append(f"| {r['documents']:,} | {stage} | {f.get('docs_per_s', '')} | {f['seconds']} | {f['wall_s']} | "
+                        f"{f['disk_mb']:,} | {max(f['uss_mb'].get('driver', [0])):.0f} | "
+                        f"{', '.join(f'{x:.0f}' for x in workers)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", default="1000,10000,100000", help="corpus sizes, comma-separated, smallest first")
+    p.add_argument("--work", default="/tmp/kddocre-scale", help="corpora, stages and logs (about 10 GB at 100,000)")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between memory samples")
+    p.add_argument("--json", help="write the figures here (rewritten after each corpus size)")
+    p.add_argument("--set", nargs="*", default=[], help="more config overrides (key=value)")
+    p.add_argument("--stage", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.stage:
+        return _stage(args.stage, args.corpus, args.out, args.set)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for docs in [int(x) for x in args.docs.split(",")]:
+        results.append(measure(docs, work, args.set, args.every))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "overrides": args.set,
+                                                   "results": results}, indent=2))
+    print(table(results))
+    print("\n".join(flatness(results)))
+
+
+if __name__ == "__main__":
+    main()
