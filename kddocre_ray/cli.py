@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .data.docred import load_schema
@@ -344,8 +346,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM handled as Ctrl-C: by whatever handles SIGINT now. Inside a training run that is
+    Ray Train's handler, which aborts the run (its workers, placement group and cleaner actor go
+    with it); elsewhere Python's, a KeyboardInterrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    # `ray job stop`, `kill` and schedulers send SIGTERM: end as Ctrl-C does, so that a training
+    # run is aborted by Ray Train and a pipeline's unfinished MLflow runs are marked KILLED, within
+    # the grace Ray gives before SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, set to 30 s in cluster.yaml).
+    before = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         args.func(args)
     except (InputError, FileNotFoundError, FileExistsError) as e:  # bad input: status 2
@@ -354,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, ConnectionError, RunFailed) as e:  # a failure at run time: status 1
         _warn(f"kddocre {args.command}: {e}")
         raise SystemExit(1) from None
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

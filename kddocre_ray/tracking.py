@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -377,8 +378,10 @@ class MlflowReporter:
         self._save(complete=self.tracker.ok)
 
     def _fail_if_running(self, run_id: str) -> None:
+        """FAILED, or KILLED when the pipeline was stopped (Ctrl-C, or SIGTERM: cli.main)."""
+        stopped = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # called in run_pipeline's except
         if self.tracker.client.get_run(run_id).info.status == "RUNNING":
-            self.tracker.client.set_terminated(run_id, "FAILED")
+            self.tracker.client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
 
 
 def check_run_folder(run_dir: Location) -> None:

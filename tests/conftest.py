@@ -85,7 +85,8 @@ def ray_head(mlflow_store) -> RayHead:
          f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
          f"--runtime-env-agent-port={free_port()}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
          f"--temp-dir={temp}", "--include-dashboard=true"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_JOB_STOP_WAIT_TIME_S": "30"})  # as cluster.yaml's head: `ray job stop`'s grace
     address = f"127.0.0.1:{gcs}"
     try:
         deadline = time.time() + 120
@@ -257,3 +258,41 @@ def kill_when(cmd: list[str], ready, what: str, timeout: float = 300) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+class WorkerKiller:
+    """In a background thread: once `ready()` holds and `workers` Ray Train workers are alive
+    (found through Ray's state API at `dashboard`), SIGKILL one of them, as a preempted node or
+    the OOM killer would. `killed` is its pid; `when` what `ready` saw then."""
+
+    def __init__(self, dashboard: str, ready, workers: int = 1, timeout: float = 300):
+        import threading
+
+        self.dashboard, self.ready, self.workers, self.timeout = dashboard, ready, workers, timeout
+        self.killed: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import signal
+
+        from ray.util.state import list_actors
+
+        deadline = time.time() + self.timeout
+        while not self._stop.is_set() and time.time() < deadline:
+            if self.ready():
+                alive = list_actors(address=self.dashboard, filters=[("class_name", "=", "RayTrainWorker"),
+                                                                     ("state", "=", "ALIVE")], detail=True)
+                if len(alive) >= self.workers:
+                    os.kill(alive[0].pid, signal.SIGKILL)
+                    self.killed = alive[0].pid
+                    return
+            time.sleep(0.2)
+
+    def __enter__(self) -> WorkerKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -233,3 +233,89 @@ def test_streamed_batches_give_every_rank_the_same_steps_and_every_row_once():
         titles = [t for r in (0, 1) for batch in seen[r][1][epoch] for t in batch]
         assert sorted(titles) == sorted(f"d{i}" for i in range(50))
     assert seen[0][1][0] != seen[0][1][1]
+
+
+class NodeMarkingTeacher(TeacherLogits):
+    """The stage's actor, slowed to two batches a second, noting the node of each batch it computes."""
+
+    def __init__(self, checkpoint: str, threads: int, marks: str):
+        super().__init__(checkpoint, threads)
+        self.marks = Path(marks)
+
+    def __call__(self, table):
+        import time
+
+        import ray
+
+        time.sleep(0.5)
+        out = super().__call__(table)
+        node = ray.get_runtime_context().get_node_id()
+        with open(self.marks / node, "a") as f:
+            f.write(f"{table.num_rows}\n")
+        return out
+
+
+def test_a_node_lost_mid_corpus_costs_its_actors_not_the_stage(soft, teacher, tmp_path, monkeypatch):
+    """A two-node cluster (ray.cluster_utils: a head with no CPU for work, node A with 2): the
+    stage's pool of 2 starts on A; once A has computed a batch, node B joins and A's processes are
+    all killed (raylet, object store, workers). Ray restarts the actors on B and remakes what A's
+    object store held: the stage completes with every (corpus, doc_index) once and the logits of
+    the uninterrupted run (`soft`)."""
+    import threading
+    import time
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from conftest import free_port
+    from kddocre_ray.pipeline.soft_labels import PoolOptions, write_soft_labels
+
+    _, _, out = soft
+    monkeypatch.delenv("RAY_ADDRESS")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # the GCS declares a silent node dead after 2 missed health checks 0.5 s apart (Ray's default: 5 x 3 s)
+    checks = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "gcs_server_port": free_port(),
+                                                            "include_dashboard": False, "_system_config": checks})
+    result: dict = {}
+    try:
+        node_a = cluster.add_node(num_cpus=2)
+        ray.init(address=cluster.address)
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+        def stage() -> None:
+            try:
+                result["stats"] = write_soft_labels(
+                    out / "rows", teacher, tmp_path / "soft", pool_size=2, use_gpu=False, threads=1, batch_size=1,
+                    options=PoolOptions(block_bytes=None, actor=NodeMarkingTeacher, actor_kwargs={"marks": str(marks)}))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                result["error"] = exc
+
+        thread = threading.Thread(target=stage)
+        thread.start()
+        deadline = time.time() + 180
+        while not (marks / node_a.node_id).exists():
+            assert thread.is_alive() and time.time() < deadline, result
+            time.sleep(0.1)
+        node_b = cluster.add_node(num_cpus=2)
+        cluster.remove_node(node_a, allow_graceful=False)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the stage did not finish within 5 minutes of the loss"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "error" not in result, result.get("error")
+    done_on = {f.name: sum(map(int, f.read_text().split())) for f in marks.iterdir()}
+    assert done_on.get(node_b.node_id, 0) > 0, done_on  # the loss came mid-corpus: B did the rest
+    schema = load_schema(SAMPLE / "rel_info.json")
+
+    def by_key(table):
+        keys = list(zip(table.column("corpus").to_pylist(), table.column("doc_index").to_pylist()))
+        assert len(set(keys)) == len(keys)  # no row twice
+        return dict(zip(keys, teacher_logits_of(table, schema.num_classes)))
+
+    got, want = by_key(pq.read_table(tmp_path / "soft")), by_key(pq.read_table(out / "soft"))
+    assert got.keys() == want.keys() and result["stats"]["documents"] == len(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=2e-3, atol=2e-3)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, WorkerKiller
 from kddocre_ray.config import load_config, read_resolved
 
 # Train and dev are the same 8 documents: a high learning rate overfits them (dev F1 rises to
@@ -25,17 +25,26 @@ SWEEP = [
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, ray_head):
+    """The sweep, with one trial's Ray Train worker SIGKILLed after that trial's first checkpoint:
+    the trial restarts its worker group from the checkpoint (scale.max_failures) and goes on; the
+    tests below find every trial whole, each epoch reported once."""
     import ray
 
     from kddocre_ray.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("sweeps")
     conf = load_config(REPO / "configs" / "tiny.yaml", [*SWEEP, f"output_dir={out}"])
+
+    def checkpointed() -> bool:
+        return any(out.rglob("checkpoint_manager_snapshot.json"))
+
     try:
-        summary = run_sweep(conf)
+        with WorkerKiller(ray_head.dashboard, checkpointed) as killer:
+            summary = run_sweep(conf)
     finally:
         ray.shutdown()
+    assert killer.killed, "no trial worker was killed"
     return conf, summary
 
 

@@ -12,10 +12,7 @@ this stage keeps; every row is still written once (tests/test_soft_labels.py kil
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -25,19 +22,9 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from ..data.rows import features_of, with_teacher_logits
+from ..heap import trim
 from ..inference import Predictor
 from ..storage import Location, parquet_files
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim(0), or nothing where libc has none. Batches of documents of every
-    length leave glibc's heap fragmented and it keeps the freed memory: an actor's private memory
-    grew with the corpus until it was trimmed per batch (bench/results/teacher_inference_2cpu.md)."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0)
 
 
 class TeacherLogits:
@@ -47,7 +34,7 @@ class TeacherLogits:
     def __init__(self, checkpoint: str, threads: int):
         torch.set_num_threads(threads)
         self.predictor = Predictor.load(checkpoint)
-        self.trim = _malloc_trim()
+        self.trim = trim
 
     def __call__(self, table: pa.Table) -> pa.Table:
         out = with_teacher_logits(table, self.predictor.logits(features_of(table)))

@@ -15,6 +15,7 @@ import torch
 
 from ..data.features import Feature, label_matrix, length_grouped_batches
 from ..data.rows import features_of, teacher_logits_of
+from ..heap import trim
 
 
 @dataclass
@@ -85,3 +86,4 @@ class StreamedBatches:
             for idx in length_grouped_batches([len(f.input_ids) for f in feats], self.batch_size, seed * 7919 + w):
                 yield make_batch([feats[i] for i in idx], self.num_classes,
                                  [teacher[i] for i in idx] if teacher is not None else None)
+                trim()  # the step on the last batch is over: its memory goes back (heap.py)
