@@ -221,7 +221,8 @@ def main() -> None:
     p.add_argument("--docs", default="1000,10000,100000", help="corpus sizes, comma-separated, smallest first")
     p.add_argument("--work", default="/tmp/kddocre-scale", help="corpora, stages and logs (about 10 GB at 100,000)")
     p.add_argument("--every", type=float, default=2.0, help="seconds between memory samples")
-    p.add_argument("--json", help="write the figures here (rewritten after each corpus size)")
+    p.add_argument("--json", help="write the figures here, after each corpus size; sizes it already holds "
+                                  "for the same commit and overrides are kept, not measured again")
     p.add_argument("--set", nargs="*", default=[], help="more config overrides (key=value)")
     p.add_argument("--stage", help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -231,12 +232,20 @@ def main() -> None:
         return _stage(args.stage, args.corpus, args.out, args.set)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    header = {"machine": f"{os.cpu_count()} cores", "commit": commit, "overrides": args.set}
+    done = {}  # a rerun of the same command at the same commit keeps the sizes already measured
+    if args.json and Path(args.json).exists():
+        before = json.loads(Path(args.json).read_text())
+        if all(before.get(k) == v for k, v in header.items()):
+            done = {r["documents"]: r for r in before["results"]}
     results = []
     for docs in [int(x) for x in args.docs.split(",")]:
-        results.append(measure(docs, work, args.set, args.every))
+        if docs in done:
+            print(f"[scale] {docs} documents: measured before at this commit, kept", flush=True)
+        results.append(done.get(docs) or measure(docs, work, args.set, args.every))
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "overrides": args.set,
-                                                   "results": results}, indent=2))
+            Path(args.json).write_text(json.dumps({**header, "results": results}, indent=2))
     print(table(results))
     print("\n".join(flatness(results)))
 

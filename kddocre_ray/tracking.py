@@ -378,8 +378,9 @@ class MlflowReporter:
         self._save(complete=self.tracker.ok)
 
     def _fail_if_running(self, run_id: str) -> None:
-        """FAILED, or KILLED when the pipeline was stopped (Ctrl-C, or SIGTERM: cli.main)."""
-        stopped = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # called in run_pipeline's except
+        """FAILED, or KILLED when the pipeline was stopped: Ctrl-C or SIGTERM (cli.main), which Ray
+        Train's own handler ends with SystemExit."""
+        stopped = isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit))  # called in run_pipeline's except
         if self.tracker.client.get_run(run_id).info.status == "RUNNING":
             self.tracker.client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
 

@@ -349,9 +349,11 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
     with no actor or placement group of its own alive (Ray Train's cluster-wide state actor,
     detached by Ray's design, aside; a driver SIGKILLed instead leaves Ray Train's placement
     group cleaner actor alive for good, Ray's bug, hence the head's 30-s grace); the same submission afterwards
-    resumes (the ingested rows reused, the student run again), exits 0 and lands its run folder
+    resumes (the ingested rows reused, the student run again; the stopped job's MLflow runs were
+    marked KILLED, never left RUNNING), exits 0 and lands its run folder
     in the absolute --output-dir. The job runs NA (distill.kd=none): the student pretrains on the
     ingested rows' distant labels alone, with no teacher."""
+    from mlflow import MlflowClient
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_actors, list_placement_groups
 
@@ -386,6 +388,9 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
         assert time.time() - stopped_at < 60, f"still alive a minute after the stop: {actors} {groups}"
         time.sleep(1)
     assert not (tmp_path / "j" / "metrics.json").exists()
+    tracked = json.loads((tmp_path / "j" / "tracking.json").read_text())
+    stopped_runs = [MlflowClient(tracked["uri"]).get_run(r).info.status for r in [tracked["parent"], *tracked["runs"].values()]]
+    assert "RUNNING" not in stopped_runs and "KILLED" in stopped_runs, stopped_runs
     done = _submit(ray_head, job, env)  # the same submission, again
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "succeeded" in done.stdout.lower()
