@@ -10,8 +10,10 @@ printed with its inputs, for the README's cost model:
   * measured on this 2-core CPU: the tiny model (scale_2cpu.json), MiniLM (teacher_inference);
   * measured on one H200: MiniLM inference (gpu_check_h200.json); the paper's model
     (RoBERTa-large + ATLOP's head + 2 axial layers) one training step on DocRED's largest document
-    (gpu_paper_h200.json), from which its inference is taken as a third of a step (forward only);
-    the mean document scales by its tokens (the encoder's chunks dominate);
+    (gpu_paper_h200.json; fp16, where most steps overflowed and skipped the optimizer, so a little
+    under a full step), from which its inference is taken as a third of a step (forward only);
+    the mean document scales by its tokens (the encoder's chunks dominate; the head's pairs, 389
+    against 1,722, would make the mean document cheaper still);
   * on a V100 (not measured here): between the H200's time (overhead-bound, as batch-1 steps are:
     the H200 step reached about 1% of its peak) and that time x 7.9 (compute-bound: 989 / 125 dense
     fp16 TFLOPS). bench/memory_plan.py says one document per V100 fits for training (ZeRO 2).
@@ -73,7 +75,7 @@ def main() -> None:
           f"{args.docs * mean_pairs * per_pair / 1e9:.2f} GB\n")
 
     tokens = mean_tokens()
-    paper = {r["config"]: r for r in load("gpu_paper_h200.json")}["v100_fp16.json"]
+    paper = {r["config"]: r for r in load("gpu_paper_h200.json")["paper_size"]}["v100_fp16.json"]
     step_s = paper["ms_per_step_median"] / 1e3
     infer_max = step_s / 3
     infer_mean = infer_max * tokens / paper["tokens"]

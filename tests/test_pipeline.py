@@ -193,25 +193,26 @@ def test_rerun_skips_every_finished_stage(first):
 
 
 def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first, mlflow_server, ray_head):
-    """Teacher, ingest and soft labels are reused; the student and fine-tuning run again on two
-    DeepSpeed ZeRO-2 workers (4 rows each: one step per epoch). Tracked through an MLflow server
-    (read back through its REST API): the reused stages show as skipped, naming their folders.
-    One student worker is SIGKILLed once the stage has begun: Ray Train restarts the worker group
-    (scale.max_failures) from the stage's last checkpoint, here none, and the stage finishes in the
-    same run with its one epoch once. Its weights cannot be compared bit for bit with a run
-    resumed by hand: the student streams its rows, and which rows reach which worker in which
-    order is Ray Data's to decide (bench/results and the README say so; `kddocre train`, which
-    holds its split, is compared bit for bit in test_train_ray)."""
+    """Teacher, ingest and soft labels are reused; the student (here 2 epochs) and fine-tuning run
+    again on two DeepSpeed ZeRO-2 workers (4 rows each: one step per epoch). Tracked through an
+    MLflow server (read back through its REST API): the reused stages show as skipped, naming
+    their folders. One student worker is SIGKILLed after the student's first checkpoint: Ray Train
+    restarts the worker group (scale.max_failures), which resumes from that DeepSpeed checkpoint
+    (optimizer included) and finishes in the same run, each epoch once. Its weights are not
+    compared bit for bit with a run resumed by hand: the student streams its rows, and which rows
+    reach which worker in which order is Ray Data's to decide (`kddocre train`, which holds its
+    split, is compared bit for bit in test_train_ray)."""
     out, args, _ = first
     zero2 = ["distill.weight=0.5", "pipeline.student_workers=2", "pipeline.student_strategy=deepspeed",
-             f"pipeline.student_deepspeed_config={REPO}/configs/deepspeed/zero2.json"]
+             f"pipeline.student_deepspeed_config={REPO}/configs/deepspeed/zero2.json", "pipeline.pretrain_epochs=2"]
     first_student = stage_dirs(out)["student"]
 
-    def student_began() -> bool:
-        return any(f.parent != first_student and not (f.parent / "manifest.json").exists()
-                   for f in (out / "stages").glob("student-*/ray"))
+    def student_checkpointed() -> bool:
+        return any(f.parents[1] != first_student and not (f.parents[1] / "manifest.json").exists()
+                   for f in (out / "stages").glob("student-*/ray/checkpoint_manager_snapshot.json"))
 
-    with pytest.MonkeyPatch.context() as mp, WorkerKiller(ray_head.dashboard, student_began, workers=2) as killer:
+    with pytest.MonkeyPatch.context() as mp, \
+            WorkerKiller(ray_head.dashboard, student_checkpointed, workers=2) as killer:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
         metrics = run([*args, *zero2], out, name="w")
     assert killer.killed, "no student worker was killed"
@@ -227,12 +228,14 @@ def test_changed_kd_weight_reruns_only_the_student_stages_under_zero2(first, mlf
     assert student["distill.weight"] == "0.5" and student["train.strategy"] == "deepspeed"
     assert student["run.workers"] == "2"
     history = mlflow_server.get("metrics/get-history", run_id=stages["student"], metric_key="train_kd_loss")["metrics"]
-    assert [m["step"] for m in history] == [1]
+    assert sorted(m["step"] for m in history) == [1, 2]  # each epoch once, the killed one included
     assert statuses(out / "w") == {"teacher": "skipped", "ingest": "skipped", "soft_labels": "skipped",
                                    "student": "ran", "finetune": "ran", "evaluate": "ran"}
-    [student] = metrics["histories"]["student"]
-    assert student["step"] == 1
-    assert student["train_loss"] == pytest.approx(student["train_re_loss"] + 0.5 * student["train_kd_loss"], rel=1e-5)
+    students = metrics["histories"]["student"]
+    assert [h["epoch"] for h in students] == [1, 2] and [h["step"] for h in students] == [1, 2]
+    for student in students:
+        assert student["train_loss"] == pytest.approx(student["train_re_loss"] + 0.5 * student["train_kd_loss"],
+                                                      rel=1e-5)
     workers = [json.loads((stage_dirs(out, name)["student"] / "metrics.json").read_text())["workers"] for name in "pw"]
     assert workers == [1, 2]  # the first run's student and this one's
 

@@ -236,7 +236,8 @@ def test_streamed_batches_give_every_rank_the_same_steps_and_every_row_once():
 
 
 class NodeMarkingTeacher(TeacherLogits):
-    """The stage's actor, slowed to two batches a second, noting the node of each batch it computes."""
+    """The stage's actor, noting the node of each batch it computes; slowed to two batches a second
+    until a node has been lost (a `lost` file says so), so that the loss comes mid-corpus."""
 
     def __init__(self, checkpoint: str, threads: int, marks: str):
         super().__init__(checkpoint, threads)
@@ -247,7 +248,8 @@ class NodeMarkingTeacher(TeacherLogits):
 
         import ray
 
-        time.sleep(0.5)
+        if not (self.marks.parent / "lost").exists():
+            time.sleep(0.5)
         out = super().__call__(table)
         node = ray.get_runtime_context().get_node_id()
         with open(self.marks / node, "a") as f:
@@ -300,6 +302,7 @@ def test_a_node_lost_mid_corpus_costs_its_actors_not_the_stage(soft, teacher, tm
             time.sleep(0.1)
         node_b = cluster.add_node(num_cpus=2)
         cluster.remove_node(node_a, allow_graceful=False)
+        (tmp_path / "lost").touch()
         thread.join(timeout=300)
         assert not thread.is_alive(), "the stage did not finish within 5 minutes of the loss"
     finally:
