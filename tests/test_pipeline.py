@@ -18,7 +18,6 @@ import torch
 
 from conftest import RAY, REPO, SAMPLE, STAGES, WorkerKiller, kill_when, pipeline_stages
 from conftest import run_pipeline_at as run
-from kddocre_ray.config import load_config
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
@@ -150,29 +149,6 @@ def test_student_pretrains_on_streamed_rows_with_both_loss_parts(first):
     assert counts["rows"] == 8 and counts["shards"] == 2
     soft = json.loads((stage_dirs(out)["soft_labels"] / "manifest.json").read_text())["counts"]
     assert soft["documents"] == 8 and soft["pairs"] > 0
-
-
-def test_fine_tuning_starts_from_the_students_weights(first, tmp_path):
-    """init_from loads weights only: at learning rate 0 the fine-tuned model keeps the student's
-    weights exactly, and its schedule starts at step 0 (a fresh optimizer, not a resume)."""
-    import ray
-
-    from kddocre_ray.checkpoint import load_weights
-    from kddocre_ray.train.run import run_train
-
-    out, args, _ = first
-    student = stage_dirs(out)["student"]
-    conf = load_config(REPO / "configs" / "tiny.yaml", [
-        *args, f"train.init_from={student}", "train.epochs=1", "train.encoder_lr=0", "train.head_lr=0",
-        f"output_dir={tmp_path}", "name=f"])
-    try:
-        metrics = run_train(conf)
-    finally:
-        ray.shutdown()
-    assert [h["step"] for h in metrics["history"]] == [2]
-    mine, theirs = load_weights(tmp_path / "f"), load_weights(student)
-    assert mine.keys() == theirs.keys()
-    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 def test_rerun_skips_every_finished_stage(first):
@@ -355,16 +331,20 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
     resumes (the ingested rows reused, the student run again; the stopped job's MLflow runs were
     marked KILLED, never left RUNNING), exits 0 and lands its run folder
     in the absolute --output-dir. The job runs NA (distill.kd=none): the student pretrains on the
-    ingested rows' distant labels alone, with no teacher."""
+    ingested rows' distant labels alone, with no teacher; its fine-tuning runs at learning rate 0
+    to show that `init_from` loads the student's weights and nothing else."""
     from mlflow import MlflowClient
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_actors, list_placement_groups
+
+    from kddocre_ray.checkpoint import load_weights
 
     out, args, _ = first
     _copy_stages(out, tmp_path, ["ingest"])
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     job = ["--working-dir", str(REPO), "--", sys.executable, "jobs/distill.py", "--config", "configs/tiny.yaml",
-           *args, "distill.kd=none", "name=j", "--output-dir", str(tmp_path)]
+           *args, "distill.kd=none", "pipeline.finetune_encoder_lr=0", "pipeline.finetune_head_lr=0", "name=j",
+           "--output-dir", str(tmp_path)]
     done = _submit(ray_head, ["--no-wait", "--submission-id", "stopped", *job], env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     client = JobSubmissionClient(ray_head.dashboard)
@@ -402,3 +382,9 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
     [student] = metrics["histories"]["student"]  # its one epoch, once
     assert "train_kd_loss" not in student and student["train_loss"] == student["train_re_loss"]
     assert metrics["test"]["docs"] == 4
+    # fine-tuning (at learning rate 0 here) loads the student's weights only: they are kept exactly,
+    # and its schedule starts at step 0 (a fresh optimizer, not a resume of the student's 2 steps)
+    folders = pipeline_stages(tmp_path / "j")
+    assert [h["step"] for h in metrics["histories"]["finetune"]] == [2]
+    mine, theirs = load_weights(folders["finetune"]), load_weights(folders["student"])
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
