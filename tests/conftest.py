@@ -60,6 +60,9 @@ def mlflow_store(tmp_path_factory) -> str:
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
 
+_SESSION_HEAD: int | None = None  # the pid of `ray start --head` (ray_head), whose processes tests may reap
+
+
 @dataclass
 class RayHead:
     address: str  # the GCS address drivers join (RAY_ADDRESS)
@@ -88,6 +91,8 @@ def ray_head(mlflow_store) -> RayHead:
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "RAY_JOB_STOP_WAIT_TIME_S": "30"})  # as cluster.yaml's head: `ray job stop`'s grace
     address = f"127.0.0.1:{gcs}"
+    global _SESSION_HEAD
+    _SESSION_HEAD = head.pid
     try:
         deadline = time.time() + 120
         while True:  # the GCS answers: drivers can join (ray.init retries the rest itself)
@@ -258,6 +263,24 @@ def kill_when(cmd: list[str], ready, what: str, timeout: float = 300) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        reap_train_cleaners()
+
+
+def reap_train_cleaners() -> None:
+    """SIGKILL Ray Train's placement-group cleaner actors. A driver killed without grace leaves its
+    run's cleaner alive for good (Ray 2.60's bug, see the README), polling the state API every
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: left to pile up on the session's head, they slow every
+    later test. Called when no training run is alive, after a driver was killed."""
+    import psutil
+
+    if _SESSION_HEAD is None:
+        return
+    for p in psutil.Process(_SESSION_HEAD).children(recursive=True):  # the session's cluster, no other
+        try:
+            if (p.cmdline() or [""])[0].startswith("ray::PlacementGroupCleaner"):
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 class WorkerKiller:
