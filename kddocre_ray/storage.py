@@ -204,11 +204,15 @@ def write_text(path: Location, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _not_a_folder(path: str | os.PathLike) -> None:
+    if location(path).is_dir():
+        raise InputError("a folder, where a JSON file was expected", path=path)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a ``.json`` or gzip-compressed JSON file (by suffix or magic bytes), local or in an
     object store."""
-    if location(path).is_dir():
-        raise InputError("a folder, where a JSON file was expected", path=path)
+    _not_a_folder(path)
     raw = location(path).read_bytes()
     try:
         if str(path).endswith(".gz") or raw[:2] == _GZIP_MAGIC:
@@ -225,8 +229,7 @@ def iter_json_list(path: str | os.PathLike, what: str = "items", chunk: int = 1 
     """The items of a JSON list file (``.json`` or gzip, local or in an object store), parsed one at a
     time from a `chunk`-character window, so that a corpus of any size streams in flat memory (DocRED's
     distant file is one 1.4 GB list). A file whose top level is not a list is parsed whole and refused."""
-    if location(path).is_dir():
-        raise InputError("a folder, where a JSON file was expected", path=path)
+    _not_a_folder(path)
     with open_binary(path) as f:
         gz = f.read(2) == _GZIP_MAGIC or str(path).endswith(".gz")
     decoder, utf8 = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8")()

@@ -142,6 +142,22 @@ def test_teacher_actors_run_at_the_drivers_priority_not_rays_nice_15(soft):
     assert niceness and set(niceness) == {os.nice(0)}
 
 
+def assert_same_soft_labels(got_dir: Path, want_dir: Path, documents: int) -> None:
+    """Every (corpus, doc_index) of `want_dir` written once in `got_dir`, with its logits, and the
+    stage's count of documents agreeing."""
+    schema = load_schema(SAMPLE / "rel_info.json")
+
+    def by_key(table):
+        keys = list(zip(table.column("corpus").to_pylist(), table.column("doc_index").to_pylist()))
+        assert len(set(keys)) == len(keys)  # no row twice
+        return dict(zip(keys, teacher_logits_of(table, schema.num_classes)))
+
+    got, want = by_key(pq.read_table(got_dir)), by_key(pq.read_table(want_dir))
+    assert got.keys() == want.keys() and documents == len(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=2e-3, atol=2e-3)
+
+
 class DyingTeacher(TeacherLogits):
     """The stage's actor, SIGKILLing its own process in its second batch once per test (a marker
     file says it did), as a preempted node or the OOM killer would: mid-corpus, batch in hand."""
@@ -178,17 +194,7 @@ def test_a_teacher_actor_killed_mid_corpus_costs_a_retry_not_a_row(soft, teacher
     finally:
         ray.shutdown()
     assert marker.exists()  # an actor did die mid-corpus
-    schema = load_schema(SAMPLE / "rel_info.json")
-
-    def by_key(table):
-        keys = list(zip(table.column("corpus").to_pylist(), table.column("doc_index").to_pylist()))
-        assert len(set(keys)) == len(keys)  # no row twice
-        return dict(zip(keys, teacher_logits_of(table, schema.num_classes)))
-
-    got, want = by_key(pq.read_table(tmp_path / "soft")), by_key(pq.read_table(out / "soft"))
-    assert got.keys() == want.keys() and stats["documents"] == len(want)
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=2e-3, atol=2e-3)
+    assert_same_soft_labels(tmp_path / "soft", out / "soft", stats["documents"])
 
 
 def test_a_row_whose_logits_disagree_with_its_entities_is_named(soft):
@@ -311,14 +317,4 @@ def test_a_node_lost_mid_corpus_costs_its_actors_not_the_stage(soft, teacher, tm
     assert "error" not in result, result.get("error")
     done_on = {f.name: sum(map(int, f.read_text().split())) for f in marks.iterdir()}
     assert done_on.get(node_b.node_id, 0) > 0, done_on  # the loss came mid-corpus: B did the rest
-    schema = load_schema(SAMPLE / "rel_info.json")
-
-    def by_key(table):
-        keys = list(zip(table.column("corpus").to_pylist(), table.column("doc_index").to_pylist()))
-        assert len(set(keys)) == len(keys)  # no row twice
-        return dict(zip(keys, teacher_logits_of(table, schema.num_classes)))
-
-    got, want = by_key(pq.read_table(tmp_path / "soft")), by_key(pq.read_table(out / "soft"))
-    assert got.keys() == want.keys() and result["stats"]["documents"] == len(want)
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=2e-3, atol=2e-3)
+    assert_same_soft_labels(tmp_path / "soft", out / "soft", result["stats"]["documents"])

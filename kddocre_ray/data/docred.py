@@ -176,14 +176,17 @@ def validate_doc(doc: Any, schema: RelSchema, require_labels: bool = False) -> N
                 fail(f"{at}.evidence", f"sentence {s} out of range (document has {len(sents)})")
 
 
-def iter_docs(path: str | os.PathLike, schema: RelSchema, *,
+def iter_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = False,
               require_labels: bool = False) -> Iterator[tuple[int, dict | DocError]]:
-    """Each document of a DocRED file with its index, or the error that names what is wrong with it,
-    read one at a time (storage.iter_json_list): a corpus of any size passes in flat memory."""
+    """Each document of a DocRED file with its index, read one at a time (storage.iter_json_list):
+    a corpus of any size passes in flat memory. A bad document raises the error that names what is
+    wrong with it; with ``skip_bad`` that error is yielded in its place, for the caller to report."""
     for i, doc in enumerate(iter_json_list(path, "documents")):
         try:
             validate_doc(doc, schema, require_labels)
         except DocError as exc:
+            if not skip_bad:
+                raise exc.located(path, i) from None
             yield i, exc.located(path, i)
         else:
             yield i, doc
@@ -198,10 +201,8 @@ def read_docs(path: str | os.PathLike, schema: RelSchema, *, skip_bad: bool = Fa
     titles key the official scorer) two documents with one title are refused, both named.
     """
     docs, bad, seen = [], [], {}
-    for i, doc in iter_docs(path, schema, require_labels=require_labels):
+    for i, doc in iter_docs(path, schema, skip_bad=skip_bad, require_labels=require_labels):
         if isinstance(doc, DocError):
-            if not skip_bad:
-                raise doc from None
             bad.append(doc)
             continue
         if unique_titles and doc["title"] in seen:

@@ -52,11 +52,9 @@ def ingest_corpus(path: str, schema: RelSchema, encoder: str, out_dir: Location,
                                    str(out_dir / f"part-{shards:05d}.parquet")))
         shard, shards = [], shards + 1
 
-    for i, doc in iter_docs(path, schema):
+    for i, doc in iter_docs(path, schema, skip_bad=skip_bad):
         documents += 1
         if isinstance(doc, DocError):
-            if not skip_bad:
-                raise doc
             bad.append(doc)
             continue
         if label is not None:

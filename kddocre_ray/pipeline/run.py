@@ -57,13 +57,9 @@ def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
             check_deepspeed_file(stage.conf.train.deepspeed_config, stage.conf, stage.conf.scale.num_workers)
         if stage.name == "ingest" and not stage.complete:
             p = conf.pipeline
-            usable = False  # one pass, a document at a time: the corpus may not fit in memory
-            for _, doc in iter_docs(p.corpus, schema):
-                if isinstance(doc, DocError):
-                    if not conf.data.skip_bad_docs:
-                        raise doc
-                else:
-                    usable = usable or len(doc["vertexSet"]) >= 2
+            usable = False  # every document checked, one at a time: the corpus may not fit in memory
+            for _, doc in iter_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs):
+                usable = usable or (not isinstance(doc, DocError) and len(doc["vertexSet"]) >= 2)
             if not usable:
                 raise InputError("no document with two or more entities to learn from", path=p.corpus)
             if p.facts:
