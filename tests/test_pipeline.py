@@ -349,7 +349,11 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     client = JobSubmissionClient(ray_head.dashboard)
     deadline = time.time() + 300
-    while not list((tmp_path / "stages").glob("student-*/ray")):  # inside the student's Ray Train run
+    def training() -> bool:  # Ray Train's workers are up: its Ctrl-C handler is in place (a stop during its
+        return bool(list_actors(address=ray_head.dashboard,  # setup still leaves the cleaner behind: see the note)
+                                filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]))
+
+    while not (list((tmp_path / "stages").glob("student-*/ray")) and training()):  # inside the student's run
         assert client.get_job_status("stopped") in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_logs("stopped")[-3000:]
         assert time.time() < deadline, "the student stage never began"
         time.sleep(0.5)
