@@ -13,13 +13,16 @@ no axial layer: one epoch on 100,000 documents then fits in about an hour here);
 one stage at a time, each in its own driver process, so each stage's driver and Ray processes are
 measured alone. Precision: the config's `auto`. A sampler in this process reads the USS of the
 driver and of every process under it (Ray's daemons, workers and actors) every --every seconds
-(about 0.1 of a core); each process is named by its Ray title (`ray::RayTrainWorker`, ...).
+(about 0.1 of a core); each process is named by its Ray title (`ray::RayTrainWorker`, ...). Each
+stage also keeps a trace, every ~10 s, of each role's largest USS less object-store pages: a peak
+reached once and then held (a plateau) reads differently from one still climbing at the end.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -85,6 +88,9 @@ class Sampler:
         # file counts as private there): what the process itself holds
         self.heap: dict[int, float] = {}
         self.role: dict[int, int] = {}  # 0: the driver, else 1 + the index of its most telling role seen
+        # [seconds, {role: largest heap now, MB}] per sample: whether a peak is a plateau or a climb
+        self.trace: list[list] = []
+        self._t0 = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -95,6 +101,7 @@ class Sampler:
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
+            now: dict[str, float] = {}
             for p in procs:
                 try:
                     title = " ".join(p.cmdline())[:300]
@@ -109,6 +116,9 @@ class Sampler:
                 self.heap[p.pid] = max((uss - store) / 2**20, self.heap.get(p.pid, 0.0))
                 rank = 0 if p.pid == self.root else 1 + RANKED.index(role(title))  # an idle worker may take a task later
                 self.role[p.pid] = min(rank, self.role.get(p.pid, rank))
+                name = self._name(p.pid)
+                now[name] = round(max((uss - store) / 2**20, now.get(name, 0.0)), 1)
+            self.trace.append([round(time.time() - self._t0, 1), dict(sorted(now.items()))])
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -118,12 +128,14 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
+    def _name(self, pid: int) -> str:
+        return "driver" if self.role[pid] == 0 else RANKED[self.role[pid] - 1]
+
     def by_role(self, which: str = "peak") -> dict[str, list[float]]:
         """Each role's peaks (`peak`: USS, `heap`: USS less object-store pages), one per process, largest first."""
         out: dict[str, list[float]] = {}
         for pid, peak in getattr(self, which).items():
-            name = "driver" if self.role[pid] == 0 else RANKED[self.role[pid] - 1]
-            out.setdefault(name, []).append(round(peak, 1))
+            out.setdefault(self._name(pid), []).append(round(peak, 1))
         return {k: sorted(v, reverse=True) for k, v in sorted(out.items())}
 
 
@@ -142,7 +154,8 @@ def run_stage(stage: str, corpus: Path, out: Path, extra: list[str], every: floa
             rc = proc.wait()
     if rc:
         raise SystemExit(f"stage {stage} failed (exit {rc}); its log: {log}")
-    return {"wall_s": round(time.time() - t0, 1), "uss_mb": sampler.by_role(), "heap_mb": sampler.by_role("heap")}
+    return {"wall_s": round(time.time() - t0, 1), "uss_mb": sampler.by_role(), "heap_mb": sampler.by_role("heap"),
+            "heap_trace": sampler.trace[::max(1, round(10 / every))]}  # one sample per ~10 s
 
 
 def _stage(stage: str, corpus: str, out: str, extra: list[str]) -> None:
@@ -162,7 +175,8 @@ def measure(docs: int, work: Path, extra: list[str], every: float) -> dict:
     t0 = time.time()
     write_corpus(docs, corpus)
     print(f"[scale] {docs} documents: corpus written ({du_mb(corpus):.0f} MB, {time.time() - t0:.0f} s)", flush=True)
-    out = work / "runs"
+    out = work / f"runs-{docs}"
+    shutil.rmtree(out, ignore_errors=True)  # stages found finished would be skipped, not measured
     folders = {s.name: s.folder for s in plan(load_config(REPO / "configs" / "tiny.yaml", overrides(corpus, out, extra)))}
     result = {"documents": docs, "corpus_mb": round(du_mb(corpus), 1), "stages": {}}
     for stage in STAGES:
