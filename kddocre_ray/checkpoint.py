@@ -20,6 +20,7 @@ from .model.docre import DocREModel
 from .storage import check_files, file_record, files_under, local_copy, location, read_json, write_json
 
 WEIGHTS, CONFIG, SCHEMA, ENCODER = "model.pt", "config.json", "relations.json", "encoder"
+SAFE_WEIGHTS = "model.safetensors"  # an exported model's weights (export.py): tensors only, no pickle
 CHECKSUMS = "checksums.json"  # size and sha256 of every file save_model wrote, recorded as it wrote them
 
 
@@ -44,17 +45,29 @@ def point_to(folder: str | Path, checkpoint: str | Path) -> None:
     write_json({"checkpoint": str(checkpoint)}, location(folder) / layout.MODEL, indent=2)
 
 
+def weights_name(path: str | Path) -> str:
+    """The weights file of a checkpoint folder: an exported model's safetensors, else model.pt."""
+    return SAFE_WEIGHTS if (Path(path) / SAFE_WEIGHTS).exists() else WEIGHTS
+
+
 def save_model(path: str | Path, model: torch.nn.Module, conf: Config, schema: RelSchema, tokenizer,
-               state_dict: dict | None = None) -> None:
-    """`state_dict` overrides the model's own (e.g. fp32 weights gathered from a ZeRO-3 engine)."""
+               state_dict: dict | None = None, weights: str = WEIGHTS) -> None:
+    """`state_dict` overrides the model's own (e.g. fp32 weights gathered from a ZeRO-3 engine);
+    `weights`: WEIGHTS (torch's format, what training writes) or SAFE_WEIGHTS (safetensors)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dict if state_dict is not None else model.state_dict(), path / WEIGHTS)
+    state = state_dict if state_dict is not None else model.state_dict()
+    if weights == SAFE_WEIGHTS:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, path / SAFE_WEIGHTS, metadata={"format": "pt"})
+    else:
+        torch.save(state, path / WEIGHTS)
     model.encoder.config.save_pretrained(path / ENCODER)
     tokenizer.save_pretrained(path / ENCODER)
     (path / CONFIG).write_text(json.dumps(to_dict(conf), indent=2))
     (path / SCHEMA).write_text(json.dumps({"relations": list(schema.relations), "names": schema.names}, indent=2))
-    files = [WEIGHTS, CONFIG, SCHEMA, *files_under(path, [ENCODER])]
+    files = [weights, CONFIG, SCHEMA, *files_under(path, [ENCODER])]
     (path / CHECKSUMS).write_text(json.dumps(file_record(path, files), indent=2))
 
 
@@ -83,7 +96,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = Path(path)
-    for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
+    for name in (weights_name(path), CONFIG, SCHEMA, ENCODER):
         if not (path / name).exists():
             raise InputError(f"not a kddocre checkpoint (no {name})", path=path)
     # every file as it was saved: an edited relations.json would otherwise map each class to another relation
@@ -102,7 +115,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Do
         model.load_state_dict(load_weights(path, verified=True), strict=True)
     except RuntimeError as e:  # another encoder, head size or schema than its config.json / relations.json say
         raise InputError(f"the weights do not fit the model that {CONFIG}, {SCHEMA} and {ENCODER}/ describe "
-                         f"({str(e).splitlines()[0][:300]})", path=path / WEIGHTS) from None
+                         f"({str(e).splitlines()[0][:300]})", path=path / weights_name(path)) from None
     return model.to(device).eval(), conf, schema, tokenizer
 
 
@@ -110,18 +123,28 @@ def load_weights(path: str | Path, verified: bool = False) -> dict[str, torch.Te
     """The state dict of a checkpoint folder (tensors only: no pickled objects are loaded),
     checked against its recorded digest unless the caller has `verified` the folder."""
     path = resolve_checkpoint(path)
-    if not (path / WEIGHTS).exists():
-        raise InputError(f"not a kddocre checkpoint (no {WEIGHTS})", path=path)
+    name = weights_name(path)
+    if not (path / name).exists():
+        raise InputError(f"not a kddocre checkpoint (no {WEIGHTS} or {SAFE_WEIGHTS})", path=path)
     if not verified:
-        verify(path, [WEIGHTS])
+        verify(path, [name])
     try:
-        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        if name == SAFE_WEIGHTS:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                state = load_file(path / name, device="cpu")
+            except SafetensorError as e:
+                raise RuntimeError(str(e)) from None
+        else:
+            state = torch.load(path / name, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's words for a truncated or edited file
         raise InputError(f"not readable as model weights, truncated or corrupt ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})", path=path / WEIGHTS) from None
+                         f"{str(e).splitlines()[0][:200]})", path=path / name) from None
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise InputError(f"not model weights (a state dict of tensors by name), but a {type(state).__name__}",
-                         path=path / WEIGHTS)
+                         path=path / name)
     # Checkpoints from before the unused pooler was dropped carry its weights: nothing reads them.
     return {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
 
@@ -140,7 +163,7 @@ def check_fits(path: str | Path, key: str, schema: RelSchema, rel_info: str, mod
 
     folder = resolve_checkpoint(path)
     where = f"{key}={path}"
-    for name in (WEIGHTS, CONFIG, SCHEMA, ENCODER):
+    for name in (weights_name(folder), CONFIG, SCHEMA, ENCODER):
         if not (folder / name).exists():
             raise InputError(f"not a kddocre checkpoint or run folder (no {name} in {folder})", path=where)
     try:

@@ -1,4 +1,5 @@
-"""`kddocre`: train, distill, sweep, track, evaluate, predict, verify and build distant corpora from the command line."""
+"""`kddocre`: train, distill, sweep, track, evaluate, predict, extract, export, verify and build distant corpora from
+the command line."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .config import SoftLabelConfig
 from .data.docred import load_schema
 from .errors import InputError, RunFailed
 from .storage import write_json
@@ -52,6 +54,14 @@ def _job_arguments(p, config_help: str, override_example: str, folder: str) -> N
                                         "shared-storage path under `ray job submit`)")
     p.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     _failures_argument(p)
+    _verbose_argument(p)
+
+
+def _verbose_argument(p) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="scale.verbose: Ray's own logs in full (Ray Data's progress bars and per-operator lines, Ray "
+                        "Train's worker group and checkpoint lines); without it a run prints its own lines (stage, "
+                        "epoch, F1, time left, where results are) and Ray's warnings and errors")
 
 
 def _failures_argument(p) -> None:
@@ -66,7 +76,8 @@ def _job_config(args):
     from .config import load_config
 
     overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if getattr(args, "output_dir", None) else []),
-                 *([f"scale.max_failures={args.max_failures}"] if args.max_failures is not None else [])]
+                 *([f"scale.max_failures={args.max_failures}"] if args.max_failures is not None else []),
+                 *(["scale.verbose=true"] if getattr(args, "verbose", False) else [])]
     conf = load_config(args.config, overrides)
     if args.skip_bad_docs:
         conf.data.skip_bad_docs = True
@@ -121,13 +132,71 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    from .inference import Predictor
+    if args.ray:
+        return _predict_on_ray(args)
+    from .extract import Extractor
+    from .progress import Progress
 
-    predictor = Predictor.load(args.checkpoint, precision=args.precision)
-    docs = _read(args.data, predictor.schema, args.skip_bad_docs)
-    preds = predictor.predict_docs(docs)
+    extractor = Extractor.load(args.checkpoint, precision=args.precision)
+    docs = _read(args.data, extractor.schema, args.skip_bad_docs)
+    progress, preds = Progress("predict", len(docs), log=_warn), []
+    for k in range(0, len(docs), PREDICT_CHUNK):
+        preds += extractor.triples(docs[k:k + PREDICT_CHUNK])
+        progress.add(len(docs[k:k + PREDICT_CHUNK]))
     write_json(preds, args.out)
     print(f"{len(preds)} triples for {len(docs)} documents written to {args.out}")
+
+
+PREDICT_CHUNK = 256  # documents predicted between two progress lines' checks (in process)
+
+
+def _predict_on_ray(args) -> None:
+    import ray
+
+    from .cluster import init_ray
+    from .config import Config, actor_threads
+    from .pipeline.predict import predict_corpus
+
+    if args.precision:
+        raise InputError("predict --ray runs each actor in the checkpoint's own precision: drop --precision")
+    for flag, value in (("--pool", args.pool), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, not {value}")
+    conf = Config()
+    conf.scale.verbose = args.verbose
+    init_ray(conf, log=_warn)
+    conf.scale.use_gpu = ray.cluster_resources().get("GPU", 0) >= args.pool  # one GPU per actor, when there are
+    stats = predict_corpus(args.checkpoint, args.data, args.out, args.pool, conf.scale.use_gpu,
+                           actor_threads(conf.scale, args.pool), args.batch_size, args.skip_bad_docs, log=_warn)
+    print(f"{stats['triples']} triples for {stats['predicted']} documents written to {args.out} (JSON Lines)")
+
+
+def _extract(args) -> None:
+    from .data.text import read_texts
+    from .extract import Extractor
+    from .storage import location, write_text
+
+    texts = read_texts(args.text)  # every input checked before the model or spaCy loads
+    extractor = Extractor.load(args.checkpoint, precision=args.precision)
+    docs = extractor.documents(texts)
+    records = extractor.predict(docs, args.min_score)
+    if args.docs_out:
+        write_json(docs, args.docs_out)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if args.out == "-":
+        sys.stdout.write(lines)
+    else:
+        write_text(location(args.out), lines)
+    entities = sum(len(d["vertexSet"]) for d in docs)
+    _warn(f"{len(records)} triples among {entities} entities of {len(docs)} documents"
+          + (f" written to {args.out}" if args.out != "-" else "") + (f"; documents to {args.docs_out}" if args.docs_out else ""))
+
+
+def _export(args) -> None:
+    from .export import export_model
+
+    out = export_model(args.run, args.out)
+    print(f"model of {args.run} exported to {out}: load it with kddocre_ray.Extractor.load({str(out)!r})")
 
 
 def _verify(args) -> None:
@@ -237,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
     _failures_argument(t)
+    _verbose_argument(t)
     t.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     t.set_defaults(func=_train)
 
@@ -320,7 +390,47 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output file, DocRED submission format")
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
     r.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
+    r.add_argument("--ray", action="store_true",
+                   help="run on Ray (the cluster of RAY_ADDRESS, else a local one): the corpus streamed through a "
+                        "pool of actors, never held in one process; --out is then written as JSON Lines, one triple "
+                        "a line, in the corpus's order")
+    r.add_argument("--pool", type=int, default=SoftLabelConfig.pool_size,
+                   help="with --ray: actors (one GPU each when the cluster has as many)")
+    r.add_argument("--batch-size", type=int, default=SoftLabelConfig.batch_size,
+                   help="with --ray: documents per batch sent to an actor")
+    _verbose_argument(r)
     r.set_defaults(func=_predict)
+
+    x = sub.add_parser(
+        "extract", help="raw text in, relation triples out (spaCy finds the entities; the [text] extra)",
+        description="Build DocRED documents from raw text: sentences, tokens and named entities from spaCy's small "
+                    "English pipeline, mentions grouped into entities by name (a later one-word name joins an earlier "
+                    "entity of its type that holds it: 'Smith' after 'John Smith'), spaCy's labels mapped to DocRED's "
+                    "six types; then predict their relations. Output: JSON Lines, one triple per line (title, head and "
+                    "tail entity with name, type and mentions with sentence, token span and character offsets, "
+                    "relation id and name, score = the relation's logit less the threshold's, above 0 when kept).",
+        epilog="Example: echo 'Marie Curie was born in Warsaw.' | kddocre extract --checkpoint runs/tiny --text -")
+    x.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or exported model folder")
+    x.add_argument("--text", required=True, help="a plain-text file (one document, titled by its name), a JSON Lines "
+                                                 "file of {title, text}, a folder of such files, or - (standard input)")
+    x.add_argument("--out", default="-", help="where the triples go, JSON Lines (default: standard output)")
+    x.add_argument("--docs-out", help="also write the DocRED documents built from the text here (JSON)")
+    x.add_argument("--min-score", type=float, default=0.0,
+                   help="keep relations scoring above this (default 0: the model's own decision; below 0 also less "
+                        "certain ones, above 0 fewer)")
+    x.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    x.set_defaults(func=_extract)
+
+    o = sub.add_parser(
+        "export", help="write a run's model as a self-contained folder (safetensors, tokenizer, relations, model card)",
+        description="Write the model of a run folder, a pipeline's run folder or a checkpoint folder to a new folder "
+                    "that loads anywhere (kddocre_ray.Extractor.load(DIR), kddocre extract/predict --checkpoint DIR): "
+                    "model.safetensors (no pickle), encoder/ (the encoder's config and tokenizer), relations.json, "
+                    "config.json (the model config), checksums.json and README.md (a model card: data, metrics, the "
+                    "command that made it).")
+    o.add_argument("run", help="run folder, pipeline run folder or checkpoint folder")
+    o.add_argument("--out", required=True, help="the folder to write (new, or empty)")
+    o.set_defaults(func=_export)
 
     v = sub.add_parser("verify", help="check a model's or a pipeline's files against the sizes and digests "
                                       "recorded when they were written",

@@ -1,7 +1,9 @@
 """Joining or starting the Ray cluster: the one place that calls `ray.init`."""
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import ray
 
@@ -15,15 +17,49 @@ def submitted_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
-def init_ray(conf: Config) -> None:
+# What makes a run's log readable unless scale.verbose (--verbose): Ray Data's console at warnings
+# (its progress bars off: `quiet_data`), Python's deprecation warnings from Ray's own modules off.
+# A variable the user set is left as set.
+QUIET_ENV = {
+    "RAY_DATA_LOGGING_CONFIG": str(Path(__file__).parent / "ray_data_quiet.yaml"),
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+
+
+def train_log_level(conf: Config) -> str:
+    """Ray Train's log level (RunConfig's LoggingConfig): its worker-group and checkpoint chatter
+    only with scale.verbose."""
+    return "INFO" if conf.scale.verbose else "WARNING"
+
+
+def quiet_data(verbose: bool) -> None:
+    """Ray Data in this process: progress bars and per-operator progress lines off, its console at
+    warnings (the datasets made here carry the setting to the processes that run them)."""
+    if verbose:
+        return
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.WARNING)
+
+
+def init_ray(conf: Config, log=print) -> None:
     """Join the cluster named in the config or RAY_ADDRESS, else start a local one."""
     if ray.is_initialized():
         return
+    quiet = not conf.scale.verbose
+    env = {k: v for k, v in QUIET_ENV.items() if k not in os.environ} if quiet else {}
+    kwargs = {"log_to_driver": True, "logging_level": logging.ERROR if quiet else logging.INFO,
+              "runtime_env": {"env_vars": env} if env else None}
     address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        context = ray.init(address=address, **kwargs)
     else:  # "local": a new cluster of our own, never a `ray start` head that happens to run here
-        ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=True)
+        context = ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
+    quiet_data(conf.scale.verbose)
+    if quiet:
+        where = f"joined the cluster at {address}" if address else f"a local cluster of {os.cpu_count()} CPUs"
+        log(f"[kddocre] Ray: {where}" + (f", dashboard http://{context.dashboard_url}" if context.dashboard_url else ""))
 
 
 def joined(conf: Config) -> bool:

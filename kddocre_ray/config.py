@@ -165,6 +165,9 @@ class ScaleConfig:
     # Times a training run restarts its worker group from its last checkpoint after losing a worker
     # (a killed process, a preempted node) before it fails; -1 = without limit, 0 = fail at once.
     max_failures: int = 3
+    # Ray's own logs in full (Ray Data's progress bars and per-operator lines, Ray Train's worker
+    # group and checkpoint lines); off, a run prints its own lines and Ray's warnings and errors
+    verbose: bool = False
 
 
 @dataclass
@@ -221,6 +224,10 @@ class TrackingConfig:
 
     enabled: bool = True
     experiment: str = "kddocre"  # runs to compare side by side share an experiment
+    # The final model (of `kddocre train`, and of a pipeline) as an MLflow model, registered under
+    # `model_name` ("" = the run's name): `mlflow models serve -m models:/NAME/VERSION` serves it
+    log_model: bool = True
+    model_name: str = ""
 
 
 @dataclass

@@ -6,11 +6,13 @@ import torch
 from .data.features import Feature, pair_index
 
 
-def decode(logits: torch.Tensor, num_labels: int = 4, fixed_threshold: bool = False) -> torch.Tensor:
-    """0/1 predictions (P, C): relations scoring above TH (or above 0 for a BCE model), at most
-    `num_labels` per pair (-1 = all); column 0 marks pairs left with no relation."""
+def decode(logits: torch.Tensor, num_labels: int = 4, fixed_threshold: bool = False,
+           min_score: float = 0.0) -> torch.Tensor:
+    """0/1 predictions (P, C): relations scoring above TH (or above 0 for a BCE model) by more than
+    `min_score` (0: the model's own decision; lower keeps less certain relations, higher fewer), at
+    most `num_labels` per pair (-1 = all); column 0 marks pairs left with no relation."""
     logits = logits.float()
-    th = torch.zeros_like(logits[:, :1]) if fixed_threshold else logits[:, :1]
+    th = (torch.zeros_like(logits[:, :1]) if fixed_threshold else logits[:, :1]) + min_score
     keep = logits > th
     if 0 < num_labels < logits.shape[1]:
         kth = logits.topk(num_labels, dim=1).values[:, -1:]

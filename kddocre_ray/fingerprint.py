@@ -23,8 +23,10 @@ from .storage import RemotePath, local_copy, location, read_json, sha256_file
 # count is not here: it changes the global batch.
 NOT_RESULT_KEYS = frozenset({
     "extends", "name", "output_dir", "scale.ray_address", "scale.cpus_per_worker", "scale.max_failures",
+    "scale.verbose",
     "train.eval_batch_size",
     "model.bilinear_chunk", "pipeline.rows_per_shard", "tracking.enabled", "tracking.experiment",
+    "tracking.log_model", "tracking.model_name",
 })
 # Sections that change no result: how the soft labels are computed (speed only), and how runs are
 # organized (a sweep's teacher is the same stage as a pipeline's teacher with the same values).

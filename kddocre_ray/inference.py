@@ -61,14 +61,21 @@ class Predictor:
                 out[i] = part
         return out
 
-    def triples(self, feats: list[Feature]) -> list[dict]:
-        """Predicted relations in DocRED submission format."""
+    def triples_by_doc(self, feats: list[Feature]) -> list[list[dict]]:
+        """Predicted relations in DocRED submission format, per document, in input order."""
         fixed = self.conf.loss.name == "bce"  # a BCE model has no TH class: threshold 0
-        out = []
+        out: list[list[dict]] = [[] for _ in feats]
         for idx, logits in self.batches(feats):
-            batch = [feats[i] for i in idx]
-            out.extend(to_triples(decode(logits, self.conf.model.num_labels, fixed), batch, self.schema.id2rel))
+            pred, offset = decode(logits, self.conf.model.num_labels, fixed), 0
+            for i in idx:
+                pairs = feats[i].n_entities * (feats[i].n_entities - 1)
+                out[i] = to_triples(pred[offset:offset + pairs], [feats[i]], self.schema.id2rel)
+                offset += pairs
         return out
+
+    def triples(self, feats: list[Feature]) -> list[dict]:
+        """Predicted relations in DocRED submission format, documents in input order."""
+        return [t for doc in self.triples_by_doc(feats) for t in doc]
 
     def predict_docs(self, docs: list[dict]) -> list[dict]:
         return self.triples(self.features(docs))

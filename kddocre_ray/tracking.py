@@ -357,6 +357,8 @@ class MlflowReporter:
                          metrics={**headline, **scores}, tags=tags)
         self.tracker.log_history(run_id, history)
         self.tracker.log_files(run_id, folder, [layout.CONFIG, layout.MANIFEST, *files])
+        if not self.nested:  # a plain training run: its model is the run's result
+            self._log_model(run_id, folder)
         self.tracker.end(run_id, end_ms=self.when[1])
         if not self.nested:
             self._save(complete=self.tracker.ok)
@@ -374,8 +376,26 @@ class MlflowReporter:
         self.tracker.log(self.parent, metrics=final_scores(metrics))
         self.tracker.log_files(self.parent, self.run_dir, [layout.CONFIG, layout.PIPELINE, layout.METRICS,
                                                            layout.RESULT, f"{layout.PLOTS}/*.png"])
+        self._log_model(self.parent, self.run_dir)  # the fine-tuned model the run folder stands for
         self.tracker.end(self.parent, end_ms=self.when[1])
         self._save(complete=self.tracker.ok)
+
+    def _log_model(self, run_id: str | None, folder: Location) -> None:
+        """The final model as an MLflow model registered under tracking.model_name (registry.py).
+        A failure here is said and the run still ends well: the model stays in its run folder, and
+        `kddocre export` / `kddocre_ray.Extractor` use it from there."""
+        if not (run_id and self.tracker.ok and self.conf.tracking.log_model):
+            return
+        from .registry import log_model
+
+        name = self.conf.tracking.model_name or self.conf.name
+        try:
+            version = log_model(self.tracker.client, run_id, folder, name)
+        except Exception as e:  # noqa: BLE001 - the run's own results are safe in its folder
+            self.tracker.say(f"[kddocre] MLflow: the model was not logged ({type(e).__name__}: {str(e)[:300]})")
+            return
+        self.tracker.say(f"[kddocre] MLflow: model registered as {name} version {version} (serve it: mlflow models "
+                         f"serve -m models:/{name}/{version} --env-manager local)")
 
     def _fail_if_running(self, run_id: str) -> None:
         """FAILED, or KILLED when the pipeline was stopped: Ctrl-C or SIGTERM (cli.main), which Ray

@@ -21,6 +21,18 @@ def test_fixed_threshold_ignores_th_logit():
     assert decode(logits, num_labels=-1, fixed_threshold=True).tolist() == [[0, 1, 0, 1]]
 
 
+def test_min_score_moves_the_threshold_by_hand():
+    logits = torch.tensor([[0.0, 1.0, -1.0, 2.0], [0.0, -1.0, -2.0, -3.0]])
+    # above TH by more than 1.5: only r3 of the first pair
+    assert decode(logits, num_labels=-1, min_score=1.5).tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]
+    # above TH - 1.5: r1, r2, r3 of the first pair, r1 of the second (-1 > -1.5)
+    assert decode(logits, num_labels=-1, min_score=-1.5).tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
+    # the top-k cap still holds, over every class as in ATLOP: in the second pair TH itself is the
+    # top one, so with k=1 that pair keeps no relation however low the threshold
+    assert decode(logits, num_labels=1, min_score=-10).tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]
+    assert decode(logits, num_labels=-1, fixed_threshold=True, min_score=1.5).tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]
+
+
 def test_to_triples_maps_pairs_in_row_major_order():
     """Pairs of 3 entities: (0,1) (0,2) (1,0) (1,2) (2,0) (2,1); the 6th row is (2, 1)."""
     f = Feature("d", [101, 102], [[1], [2], [3]], [])

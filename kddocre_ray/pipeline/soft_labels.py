@@ -79,15 +79,15 @@ class PoolOptions:
     actor_env: dict = field(default_factory=lambda: dict(ACTOR_ENV))
 
 
-def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
-                      threads: int, batch_size: int, log=print, options: PoolOptions = PoolOptions()) -> dict:
-    """Run the teacher over every row of `rows_dir`; returns the counts a manifest records.
+def on_actor_pool(rows_dir: Location, checkpoint: Location, pool_size: int, use_gpu: bool, threads: int,
+                  batch_size: int, options: PoolOptions = PoolOptions()) -> ray.data.Dataset:
+    """The featurized rows of `rows_dir` through a pool of `options.actor` (a TeacherLogits, or
+    predict.py's DocTriples), each loading the model of `checkpoint` once: a lazy Dataset.
 
     Each actor reserves at most one logical CPU (`actor_cpus`; and one GPU with `use_gpu`) but runs
     `threads` torch threads (config.actor_threads): reserving all of them would leave Ray Data no
     CPU for its read and write tasks on a small machine, and the pipeline would stall.
     """
-    t0 = time.time()
     context = ray.data.DataContext.get_current()  # a Dataset keeps the context it was made under
     default_block = context.target_max_block_size
     context.target_max_block_size = options.block_bytes or default_block
@@ -97,11 +97,18 @@ def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Locatio
         ds = ray.data.read_parquet(str(rows_dir)).repartition(target_num_rows_per_block=batch_size)
         kwargs = {"checkpoint": str(checkpoint), "threads": threads, **options.actor_kwargs}
         cpus = actor_cpus(pool_size, ray.cluster_resources().get("CPU", 0))
-        ds = ds.map_batches(options.actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                            compute=ActorPoolStrategy(size=pool_size), num_cpus=cpus, num_gpus=1 if use_gpu else 0,
-                            runtime_env={"env_vars": options.actor_env})
+        return ds.map_batches(options.actor, fn_constructor_kwargs=kwargs, batch_size=batch_size,
+                              batch_format="pyarrow", compute=ActorPoolStrategy(size=pool_size), num_cpus=cpus,
+                              num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": options.actor_env})
     finally:
         context.target_max_block_size = default_block
+
+
+def write_soft_labels(rows_dir: Location, checkpoint: Location, out_dir: Location, pool_size: int, use_gpu: bool,
+                      threads: int, batch_size: int, log=print, options: PoolOptions = PoolOptions()) -> dict:
+    """Run the teacher over every row of `rows_dir` (`on_actor_pool`); returns the counts a manifest records."""
+    t0 = time.time()
+    ds = on_actor_pool(rows_dir, checkpoint, pool_size, use_gpu, threads, batch_size, options)
     # The write tasks run at the actors' priority: at Ray's default (nice 15) they got a sliver of a
     # core beside busy actors at nice 0, so the written blocks queued in the object store, growing
     # with the corpus, until the last batch (bench/results/teacher_inference_2cpu.md).

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import ray
 import ray.data
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from .. import layout
-from ..cluster import check_room, init_ray
+from ..cluster import check_room, init_ray, train_log_level
 from ..config import Config, to_dict, worker_cpus
 from ..errors import InputError, RunFailed, input_error_in
 from ..storage import Location
@@ -51,7 +51,8 @@ def fit(conf: Config, run_dir: Location, callbacks: list = ()) -> tuple[ray.trai
             name=layout.RAY_DIR, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=sc.max_failures), callbacks=list(callbacks)),
+            failure_config=FailureConfig(max_failures=sc.max_failures), callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level=train_log_level(conf))),
     )
     try:
         result = trainer.fit()

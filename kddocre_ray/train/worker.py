@@ -37,6 +37,7 @@ from ..metrics import official_scores
 from ..model.docre import build_model
 from ..model.encoder import load_tokenizer
 from ..precision import resolve_precision
+from ..progress import clock
 from ..storage import parquet_files
 from .batches import InMemoryBatches, StreamedBatches
 from .objective import Objective
@@ -84,8 +85,10 @@ def train_loop(config: dict) -> None:
             metrics.update(evaluate_dev(w))
         w.state["epoch"] += 1
         w.state["history"].append(metrics)
+        spent = [h.get("epoch_time_s", 0.0) for h in w.state["history"]]
+        left = (tc.epochs - w.state["epoch"]) * sum(spent) / len(spent)  # the epochs to go, at this run's pace
         w.log("[kddocre] " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in metrics.items()))
+                                       for k, v in metrics.items()) + (f"  ETA {clock(left)}" if left else ""))
         save_checkpoint(w, metrics)
         if tc.patience and w.state["bad_epochs"] >= tc.patience:
             w.log(f"[kddocre] early stop: dev F1 did not improve for {tc.patience} epochs")
