@@ -205,7 +205,7 @@ def flatness(results: list[dict]) -> list[str]:
         return []
     a, b = results[-2], results[-1]
     lines = []
-    for stage in STAGES[1:]:
+    for stage in [s for s in STAGES[1:] if s in a["stages"] and s in b["stages"]]:  # a stopped run lacks some
         for name, peaks in b["stages"][stage]["uss_mb"].items():
             before = a["stages"][stage]["uss_mb"].get(name)
             if before and name != "other":
@@ -221,7 +221,7 @@ def table(results: list[dict]) -> str:
     rows = ["| documents | stage | docs/s | stage s | wall s | disk MB | driver USS MB | actors / workers USS MB |",
             "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        for stage in STAGES[1:]:
+        for stage in [s for s in STAGES[1:] if s in r["stages"]]:
             f = r["stages"][stage]
             workers = f["uss_mb"].get("teacher actor") or f["uss_mb"].get("train worker") or f["uss_mb"].get("ingest task") or []
             rows.append(f"| {r['documents']:,} | {stage} | {f.get('docs_per_s', '')} | {f['seconds']} | {f['wall_s']} | "
@@ -252,7 +252,7 @@ def main() -> None:
     if args.json and Path(args.json).exists():
         before = json.loads(Path(args.json).read_text())
         if all(before.get(k) == v for k, v in header.items()):
-            done = {r["documents"]: r for r in before["results"]}
+            done = {r["documents"]: r for r in before["results"] if "unfinished" not in r}  # a stopped size: again
     results = []
     for docs in [int(x) for x in args.docs.split(",")]:
         if docs in done:

@@ -58,10 +58,22 @@ def test_distant_command_gives_benchmark_counts(tmp_path, capsys):
 
 
 def test_help_explains_every_command(capsys):
-    for cmd in ([], ["train"], ["evaluate"], ["predict"], ["verify"], ["distant"]):
+    for cmd in ([], ["train"], ["evaluate"], ["predict"], ["verify"], ["distant"], ["extract"], ["export"]):
         with pytest.raises(SystemExit):
             parser().parse_args([*cmd, "--help"])
         assert "usage: kddocre" in capsys.readouterr().out
+
+
+def test_verbose_is_scale_verbose_on_every_ray_command():
+    """--verbose asks for Ray's own logs in full; without it a run's log is quiet (cluster.py)."""
+    from kddocre_ray.cli import _job_config
+
+    for cmd in ("train", "distill", "sweep"):
+        quiet = _job_config(parser().parse_args([cmd, "--config", "configs/tiny.yaml"]))
+        loud = _job_config(parser().parse_args([cmd, "--config", "configs/tiny.yaml", "--verbose"]))
+        assert (quiet.scale.verbose, loud.scale.verbose) == (False, True), cmd
+    assert parser().parse_args(["predict", "--checkpoint", "c", "--data", "d", "--out", "o", "--ray",
+                                "--verbose"]).verbose
 
 
 @pytest.mark.parametrize("args, message", [

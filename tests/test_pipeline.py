@@ -268,6 +268,7 @@ def test_a_driver_killed_at_every_point_leaves_a_state_the_rerun_finishes(first,
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stage ingest" in done.stdout and "part-00000.parquet: 100 bytes" in done.stdout and "rebuilding it" in done.stdout
+    assert_quiet(done.stdout + done.stderr)
     assert pq.read_table(shard).equals(rows)
     assert statuses(tmp_path / "k")["evaluate"] == "ran"
     assert not list(stages.glob(".*"))  # no temporary folder left
@@ -283,6 +284,20 @@ def test_a_driver_killed_at_every_point_leaves_a_state_the_rerun_finishes(first,
     assert again.keys() == metrics.keys() and again["test"].keys() == metrics["test"].keys()
     assert {k: [h["epoch"] for h in v] for k, v in again["histories"].items()} == \
         {k: [h["epoch"] for h in v] for k, v in metrics["histories"].items()}
+
+
+# What Ray prints unless --verbose: Ray Data's progress (bars and per-operator lines) and plans, Ray
+# Train's worker-group and checkpoint lines.
+RAY_CHATTER = ("logging_progress", "Running Dataset", "Starting execution of Dataset", "Execution plan of Dataset",
+               "Checkpoint successfully created", "Reporting training result", "Moving model to device",
+               "Started training worker group", "Started a local Ray instance")
+
+
+def assert_quiet(log: str) -> None:
+    """A pipeline's default log: its own lines (stages, epochs, where results are), not Ray's chatter."""
+    assert "[kddocre] stage " in log, log[-2000:]
+    found = [c for c in RAY_CHATTER if c in log]
+    assert not found, f"{found} in the default log:\n{log[-3000:]}"
 
 
 def test_verify_reads_every_stage_of_a_pipeline_and_names_an_edited_file(first, tmp_path, capsys):
@@ -381,6 +396,7 @@ def test_ray_job_stop_ends_the_job_and_the_same_submission_resumes(first, tmp_pa
     done = _submit(ray_head, job, env)  # the same submission, again
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "succeeded" in done.stdout.lower()
+    assert_quiet(done.stdout + done.stderr)  # Ray Train and Ray Data's streaming into it, quiet
     assert statuses(tmp_path / "j") == {"ingest": "skipped", "student": "ran", "finetune": "ran", "evaluate": "ran"}
     metrics = json.loads((tmp_path / "j" / "metrics.json").read_text())
     [student] = metrics["histories"]["student"]  # its one epoch, once
