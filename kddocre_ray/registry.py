@@ -8,6 +8,7 @@ DocRED documents (`title`, `sents`, `vertexSet`); output: the Extractor's record
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -71,6 +72,7 @@ def log_model(client: mlflow.MlflowClient, run_id: str, checkpoint: str | Path, 
     returns the new version. The weights enter MLflow once: in this model, nowhere else."""
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file copied: noise in a run's log
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_model(checkpoint, Path(tmp) / "kddocre_model")
         model_dir = Path(tmp) / ARTIFACT

@@ -4,6 +4,7 @@ behind but its output."""
 import json
 
 import pytest
+import ray
 import torch
 
 from conftest import REPO, SHARED, TINY
@@ -48,8 +49,11 @@ def test_predict_on_ray_gives_the_in_process_triples_in_order(checkpoint, tmp_pa
         torch.set_num_threads(threads)
     in_process = json.loads((tmp_path / "a.json").read_text())
     out = tmp_path / "out" / "b.jsonl"
-    main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--ray", "--pool", "2",
-          "--batch-size", "16"])
+    try:
+        main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--ray", "--pool",
+              "2", "--batch-size", "16"])
+    finally:
+        ray.shutdown()  # the command joined the session's cluster in this process: leave it for the next test
     on_ray = [json.loads(line) for line in out.read_text().splitlines()]
     pairs = sum(len(d["vertexSet"]) * (len(d["vertexSet"]) - 1) for d in docs)
     assert len(in_process) == pairs  # one relation per pair: the comparison below covers every pair

@@ -108,6 +108,9 @@ def setup(conf: Config) -> Worker:
     torch.set_num_threads(threads)
     # Ray Train routes worker logging to the driver once (a bare print would be shown twice).
     log = logging.getLogger("kddocre").info if rank == 0 else (lambda *a, **k: None)
+    logging.getLogger("kddocre").setLevel(logging.INFO)
+    if not conf.scale.verbose:  # Ray Train sets the root logger to INFO here: libraries' lines off (its
+        logging.getLogger().setLevel(logging.WARNING)  # per-report "Reporting training result" among them)
     seed_everything(conf.train.seed)
     device = ray.train.torch.get_device()
     precision = resolve_precision(conf.train.precision, device)
