@@ -50,10 +50,7 @@ def init_ray(conf: Config, log=print) -> None:
     quiet = not conf.scale.verbose
     env = {k: v for k, v in QUIET_ENV.items() if k not in os.environ} if quiet else {}
     kwargs = {"log_to_driver": True, "logging_level": logging.ERROR if quiet else logging.INFO,
-              "runtime_env": {"env_vars": env} if env else None,
-              # the root logger of every task and actor of the run: libraries' INFO lines (Ray Train's
-              # "Reporting training result", logged under a file's name) stay in the session's files
-              "logging_config": ray.LoggingConfig(log_level="WARNING") if quiet else None}
+              "runtime_env": {"env_vars": env} if env else None}
     address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         context = ray.init(address=address, **kwargs)

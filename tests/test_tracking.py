@@ -113,7 +113,8 @@ def test_training_with_the_store_down_finishes_and_is_tracked_afterwards(tmp_pat
     """`kddocre train` against a store that is down: the run folder is complete and the output
     says what happened; `kddocre track` then puts the run, with its per-epoch history, into a store."""
     args = [*TINY, "data.train.end=8", "data.dev.end=4", "data.test.end=4", "train.epochs=2",
-            "train.precision=fp32", f"output_dir={tmp_path}", "name=offline", "tracking.experiment=offline"]
+            "train.precision=fp32", f"output_dir={tmp_path}", "name=offline", "tracking.experiment=offline",
+            "tracking.log_model=true"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     import ray
 
@@ -136,6 +137,11 @@ def test_training_with_the_store_down_finishes_and_is_tracked_afterwards(tmp_pat
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
     assert history(client, run_id, "lr_encoder")[0][1] > 0
     assert run.data.params["run.workers"] == "1"
+    # the run's model, logged on its run and registered under the run's name (a plain training run)
+    [version] = client.search_model_versions("name='offline'")
+    assert version.run_id == run_id and [a.path for a in client.list_artifacts(run_id, "model")] == [
+        "model/MLmodel", "model/artifacts", "model/conda.yaml", "model/mlflow_pyfunc.py", "model/python_env.yaml",
+        "model/requirements.txt"]
 
 
 def test_a_run_id_the_store_does_not_hold_opens_a_fresh_run(tmp_path, mlflow_store):
