@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -23,6 +24,7 @@ def submitted_job() -> bool:
 QUIET_ENV = {
     "RAY_DATA_LOGGING_CONFIG": str(Path(__file__).parent / "ray_data_quiet.yaml"),
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar in every worker that loads a model
 }
 
 
@@ -38,6 +40,7 @@ def quiet_data(verbose: bool) -> None:
     if verbose:
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its warning that we turned them off
     for handler in logging.getLogger("ray.data").handlers:
         if handler.get_name() == "console":
             handler.setLevel(logging.WARNING)
@@ -49,6 +52,10 @@ def init_ray(conf: Config, log=print) -> None:
         return
     quiet = not conf.scale.verbose
     env = {k: v for k, v in QUIET_ENV.items() if k not in os.environ} if quiet else {}
+    if quiet:  # this process too (the evaluate stage loads its model here)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # it read the variable when imported
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     kwargs = {"log_to_driver": True, "logging_level": logging.ERROR if quiet else logging.INFO,
               "runtime_env": {"env_vars": env} if env else None}
     address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
