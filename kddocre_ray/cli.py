@@ -64,6 +64,10 @@ def _verbose_argument(p) -> None:
                         "epoch, F1, time left, where results are) and Ray's warnings and errors")
 
 
+def _precision_argument(p) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+
+
 def _failures_argument(p) -> None:
     p.add_argument("--max-failures", type=_failures, metavar="N",
                    help="scale.max_failures: times a run restarts its workers from its last checkpoint after a "
@@ -375,7 +379,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--train", help="training file: Ign facts and the 10 frequent relations")
     e.add_argument("--facts", help="fact file [[h_name, t_name, r], ...] for Ign F1 (e.g. DocRED's train_annotated.fact)")
     e.add_argument("--rel-info", default=str(DEFAULT_REL_INFO), help="relation schema for --pred mode (default: DocRED's)")
-    e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    _precision_argument(e)
     e.add_argument("--out", help="also write the predictions here (with --checkpoint)")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object (percent)")
     e.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
@@ -388,7 +392,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     r.add_argument("--data", required=True, help="DocRED-format documents")
     r.add_argument("--out", required=True, help="output file, DocRED submission format")
-    r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    _precision_argument(r)
     r.add_argument("--skip-bad-docs", action="store_true", help="skip and count invalid documents instead of stopping")
     r.add_argument("--ray", action="store_true",
                    help="run on Ray (the cluster of RAY_ADDRESS, else a local one): the corpus streamed through a "
@@ -418,7 +422,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--min-score", type=float, default=0.0,
                    help="keep relations scoring above this (default 0: the model's own decision; below 0 also less "
                         "certain ones, above 0 fewer)")
-    x.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="inference precision (default: the run's)")
+    _precision_argument(x)
     x.set_defaults(func=_extract)
 
     o = sub.add_parser(
