@@ -167,7 +167,9 @@ def _stage(stage: str, corpus: str, out: str, extra: list[str]) -> None:
     run_pipeline(conf, until=stage)
 
 
-def measure(docs: int, work: Path, extra: list[str], every: float) -> dict:
+def measure(docs: int, work: Path, extra: list[str], every: float, stopped: dict | None = None) -> dict:
+    """Every stage at `docs` documents, each in a fresh folder; or, for a size `stopped` before its end
+    (same commit), the stages it lacks, after the ones it measured (whose folders are their outputs)."""
     from kddocre_ray.config import load_config
     from kddocre_ray.pipeline.stages import plan
 
@@ -176,10 +178,18 @@ def measure(docs: int, work: Path, extra: list[str], every: float) -> dict:
     write_corpus(docs, corpus)
     print(f"[scale] {docs} documents: corpus written ({du_mb(corpus):.0f} MB, {time.time() - t0:.0f} s)", flush=True)
     out = work / f"runs-{docs}"
-    shutil.rmtree(out, ignore_errors=True)  # stages found finished would be skipped, not measured
     folders = {s.name: s.folder for s in plan(load_config(REPO / "configs" / "tiny.yaml", overrides(corpus, out, extra)))}
-    result = {"documents": docs, "corpus_mb": round(du_mb(corpus), 1), "stages": {}}
-    for stage in STAGES:
+    kept = {k: v for k, v in (stopped or {}).get("stages", {}).items() if (folders[k] / "manifest.json").exists()}
+    if list(kept) != list(STAGES[:len(kept)]):
+        kept = {}
+    # Stages found finished would be skipped, not measured: those to measure start from nothing.
+    for folder in [folders[s] for s in STAGES[len(kept):]] if kept else [out]:
+        shutil.rmtree(folder, ignore_errors=True)
+    result = {"documents": docs, "corpus_mb": round(du_mb(corpus), 1), "stages": dict(kept)}
+    if kept:
+        result["resumed"] = f"{', '.join(kept)} measured before this run (same commit); the rest measured in it"
+        print(f"[scale] {docs} documents: {', '.join(kept)} kept from the stopped run", flush=True)
+    for stage in STAGES[len(kept):]:
         fig = run_stage(stage, corpus, out, extra, every, work / f"log-{docs}.txt")
         manifest = json.loads((folders[stage] / "manifest.json").read_text())
         counts = manifest["counts"]
@@ -252,12 +262,14 @@ def main() -> None:
     if args.json and Path(args.json).exists():
         before = json.loads(Path(args.json).read_text())
         if all(before.get(k) == v for k, v in header.items()):
-            done = {r["documents"]: r for r in before["results"] if "unfinished" not in r}  # a stopped size: again
+            done = {r["documents"]: r for r in before["results"]}
     results = []
     for docs in [int(x) for x in args.docs.split(",")]:
-        if docs in done:
+        if docs in done and "unfinished" not in done[docs]:
             print(f"[scale] {docs} documents: measured before at this commit, kept", flush=True)
-        results.append(done.get(docs) or measure(docs, work, args.set, args.every))
+            results.append(done[docs])
+        else:  # a stopped size goes on from the stages it finished
+            results.append(measure(docs, work, args.set, args.every, done.get(docs)))
         if args.json:
             Path(args.json).write_text(json.dumps({**header, "results": results}, indent=2))
     print(table(results))
