@@ -151,10 +151,12 @@ def test_student_pretrains_on_streamed_rows_with_both_loss_parts(first):
     assert soft["documents"] == 8 and soft["pairs"] > 0
 
 
-def test_rerun_skips_every_finished_stage(first):
-    """... and continues the same MLflow runs: no new run, each stage tagged as skipped this time."""
+def test_rerun_skips_every_finished_stage(first, monkeypatch):
+    """... and continues the same MLflow runs: no new run, each stage tagged as skipped this time;
+    it starts or joins no Ray cluster (nothing is left to run)."""
     from mlflow import MlflowClient
 
+    monkeypatch.setattr("kddocre_ray.pipeline.run.init_ray", lambda *a, **k: pytest.fail("a finished pipeline used Ray"))
     out, args, metrics = first
     client = MlflowClient(f"sqlite:///{out.parent / 'mlflow.db'}")
     before = json.loads((out / "p" / "tracking.json").read_text())

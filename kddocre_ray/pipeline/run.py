@@ -81,9 +81,11 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
             from ..tracking import MlflowReporter
 
             reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log))
-    init_ray(conf)
-    for stage in stages:  # every training stage fits the cluster, before the first one starts
-        if stage.conf is not None and not stage.complete:
+    todo = [stage for stage in stages if not stage.complete]
+    if todo:  # a finished pipeline starts no cluster: its rerun answers at once
+        init_ray(conf)
+    for stage in todo:  # every training stage fits the cluster, before the first one starts
+        if stage.conf is not None:
             start_cluster(stage.conf)
     log(f"[kddocre] pipeline {conf.name}: {' -> '.join(s.name for s in stages)}; stages in "
         f"{location(conf.output_dir) / 'stages'}")
