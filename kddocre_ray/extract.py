@@ -18,7 +18,6 @@ import torch
 from .data.docred import validate_doc
 from .data.features import pair_index
 from .data.text import Text, build_docs, load_nlp
-from .decode import decode
 from .errors import InputError
 from .inference import Predictor
 
@@ -89,25 +88,17 @@ class Extractor:
             except InputError as e:
                 raise InputError(e.message, path="docs", index=i, title=e.title, field=e.field, what="document") from None
         feats = self.predictor.features(docs)
-        conf = self.predictor.conf
-        fixed = conf.loss.name == "bce"  # a BCE model has no TH class: threshold 0
         per_doc: list[list[dict]] = [[] for _ in docs]
-        for idx, logits in self.predictor.batches(feats):
-            keep = decode(logits, conf.model.num_labels, fixed, min_score)
-            score = logits if fixed else logits - logits[:, :1]
-            offset = 0
-            for i in idx:
-                pairs = pair_index(feats[i].n_entities)
-                rows, cols = keep[offset:offset + len(pairs), 1:].nonzero(as_tuple=True)
-                entities = docs[i]["vertexSet"]
-                for p, c in zip(rows.tolist(), cols.tolist()):
-                    h, t = pairs[p].tolist()
-                    rel = self.schema.id2rel[c + 1]
-                    per_doc[i].append({"title": docs[i]["title"], "head": entity_record(entities[h]),
-                                       "tail": entity_record(entities[t]), "relation": rel,
-                                       "relation_name": self.schema.names.get(rel, rel),
-                                       "score": round(float(score[offset + p, c + 1]), 4), "h_idx": h, "t_idx": t})
-                offset += len(pairs)
+        for i, keep, score in self.predictor.decoded(feats, min_score):
+            pairs, entities = pair_index(feats[i].n_entities), docs[i]["vertexSet"]
+            rows, cols = keep[:, 1:].nonzero(as_tuple=True)
+            for p, c in zip(rows.tolist(), cols.tolist()):
+                h, t = pairs[p].tolist()
+                rel = self.schema.id2rel[c + 1]
+                per_doc[i].append({"title": docs[i]["title"], "head": entity_record(entities[h]),
+                                   "tail": entity_record(entities[t]), "relation": rel,
+                                   "relation_name": self.schema.names.get(rel, rel),
+                                   "score": round(float(score[p, c + 1]), 4), "h_idx": h, "t_idx": t})
         return [r for recs in per_doc for r in sorted(recs, key=lambda r: (r["h_idx"], r["t_idx"], -r["score"]))]
 
     def triples(self, docs: list[dict]) -> list[dict]:

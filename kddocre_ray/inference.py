@@ -61,16 +61,22 @@ class Predictor:
                 out[i] = part
         return out
 
+    def decoded(self, feats: list[Feature], min_score: float = 0.0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Per document, as its batch finishes: (its index in `feats`, the (pair, class) relations kept
+        at `min_score` (see `decode`), their scores: logits less the threshold class's, or a BCE
+        model's logits), pairs in `pair_index` order."""
+        fixed = self.conf.loss.name == "bce"  # a BCE model has no TH class: threshold 0
+        for idx, logits in self.batches(feats):
+            keep = decode(logits, self.conf.model.num_labels, fixed, min_score)
+            score = logits if fixed else logits - logits[:, :1]
+            sizes = [feats[i].n_entities * (feats[i].n_entities - 1) for i in idx]
+            yield from zip(idx, keep.split(sizes), score.split(sizes))
+
     def triples_by_doc(self, feats: list[Feature]) -> list[list[dict]]:
         """Predicted relations in DocRED submission format, per document, in input order."""
-        fixed = self.conf.loss.name == "bce"  # a BCE model has no TH class: threshold 0
         out: list[list[dict]] = [[] for _ in feats]
-        for idx, logits in self.batches(feats):
-            pred, offset = decode(logits, self.conf.model.num_labels, fixed), 0
-            for i in idx:
-                pairs = feats[i].n_entities * (feats[i].n_entities - 1)
-                out[i] = to_triples(pred[offset:offset + pairs], [feats[i]], self.schema.id2rel)
-                offset += pairs
+        for i, keep, _ in self.decoded(feats):
+            out[i] = to_triples(keep, [feats[i]], self.schema.id2rel)
         return out
 
     def triples(self, feats: list[Feature]) -> list[dict]:
