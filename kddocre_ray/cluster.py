@@ -4,11 +4,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import ray
-from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 from .config import Config
 from .errors import InputError
@@ -28,27 +26,6 @@ QUIET_ENV = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar in every worker that loads a model
 }
-
-
-class PauseIdleSteps(ExecutionCallback):
-    """Ray Data's scheduling loop blocks (`ray.wait`, up to 0.1 s) only while tasks are in flight.
-    With none in flight (the read held back because its consumer, the training workers behind
-    `streaming_split`, is slower) it loops without a pause: most of a core on the split
-    coordinator, taken from training on a small machine (bench/results/scale_2cpu.md). Such a step
-    is followed here by a 10 ms pause, far below a training step's time. Every Ray Data executor of
-    a run has it (RAY_DATA_EXECUTION_CALLBACKS, set by `init_ray` in each process of the job)."""
-
-    pause_s = 0.01
-
-    def on_execution_step(self, executor) -> None:
-        if not any(op.num_active_tasks() for op in executor._topology):
-            time.sleep(self.pause_s)
-
-
-def _with_pause(callbacks: str) -> str:
-    """RAY_DATA_EXECUTION_CALLBACKS with ours added to the user's own (comma-separated)."""
-    ours = f"{__name__}.{PauseIdleSteps.__name__}"
-    return callbacks if ours in callbacks.split(",") else ",".join(c for c in (callbacks, ours) if c)
 
 
 def train_log_level(conf: Config) -> str:
@@ -79,10 +56,8 @@ def init_ray(conf: Config, log=print) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if "transformers" in sys.modules:  # it read the variable when imported
             sys.modules["transformers"].utils.logging.disable_progress_bar()
-    env["RAY_DATA_EXECUTION_CALLBACKS"] = os.environ["RAY_DATA_EXECUTION_CALLBACKS"] = _with_pause(
-        os.environ.get("RAY_DATA_EXECUTION_CALLBACKS", ""))
     kwargs = {"log_to_driver": True, "logging_level": logging.ERROR if quiet else logging.INFO,
-              "runtime_env": {"env_vars": env}}
+              "runtime_env": {"env_vars": env} if env else None}
     address = conf.scale.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         context = ray.init(address=address, **kwargs)
