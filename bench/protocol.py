@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.results_table import stage_folders  # noqa: E402
 from kddocre_ray import layout  # noqa: E402
 
 SEEDS = (66, 42, 7)
@@ -70,16 +71,13 @@ PAPER: dict[str, str] = {}
 
 
 def test_metrics(runs: Path, variant: Variant, seed: int) -> dict | None:
-    """The test metrics of `variant` at `seed` in `runs`, or None while it has none. A stage's row
-    is found through its pipeline's pipeline.json: in the stage's folder, else in the run folder's
-    stages/ (where --copy-to puts it)."""
+    """The test metrics of `variant` at `seed` in `runs`, or None while it has none; a stage's row
+    is read where results_table.stage_folders finds that stage."""
     run = runs / variant.run_name(seed)
     if variant.stage is None:
         path = run / layout.METRICS
-    elif (run / layout.PIPELINE).exists():
-        folder = Path(json.loads((run / layout.PIPELINE).read_text())["stages"][variant.stage]["folder"])
-        path = next((p for p in (folder / layout.METRICS, run / layout.STAGES / folder.name / layout.METRICS)
-                     if p.exists()), folder / layout.METRICS)
+    elif (run / layout.PIPELINE).exists() and variant.stage in (folders := stage_folders(run)):
+        path = folders[variant.stage] / layout.METRICS
     else:
         return None
     return json.loads(path.read_text())["test"] if path.exists() else None
@@ -201,9 +199,8 @@ def copy_runs(runs: Path, dest: Path, seeds: tuple[int, ...]) -> None:
                 if (run / name).exists():
                     shutil.copy2(run / name, target / name)
             if (run / layout.PIPELINE).exists():
-                for stage in json.loads((run / layout.PIPELINE).read_text())["stages"].values():
-                    folder = Path(stage["folder"])
-                    if folder == run or not folder.exists():
+                for folder in stage_folders(run).values():
+                    if folder == run:
                         continue
                     (target / layout.STAGES / folder.name).mkdir(parents=True, exist_ok=True)
                     for name in (layout.METRICS, layout.MANIFEST, layout.CONFIG):

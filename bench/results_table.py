@@ -40,19 +40,24 @@ def row(run: Path) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def stage_manifests(run: Path) -> dict[str, dict]:
-    """Each stage's manifest (its counts and seconds), found through pipeline.json: in the stage's
-    own folder, else in the run folder's `stages/` (a copy such as docs/runs/, made on another
-    machine); a stage found in neither is left out."""
+def stage_folders(run: Path) -> dict[str, Path]:
+    """Where each stage of the pipeline run folder `run` holds its files here, found through
+    pipeline.json: the stage's own folder, else the run folder's `stages/` (a copy such as
+    docs/runs/, made on another machine); a stage found in neither is left out."""
     stages = json.loads((run / layout.PIPELINE).read_text())["stages"]
     found = {}
     for name, s in stages.items():
         folder = Path(s["folder"])
-        for candidate in (folder, run / "stages" / folder.name, run if folder.name == run.name else None):
+        for candidate in (folder, run / layout.STAGES / folder.name, run if folder.name == run.name else None):
             if candidate is not None and (candidate / layout.MANIFEST).exists():
-                found[name] = json.loads((candidate / layout.MANIFEST).read_text())
+                found[name] = candidate
                 break
     return found
+
+
+def stage_manifests(run: Path) -> dict[str, dict]:
+    """Each stage's manifest (its counts and seconds), where stage_folders finds it."""
+    return {name: json.loads((folder / layout.MANIFEST).read_text()) for name, folder in stage_folders(run).items()}
 
 
 def stage_rows(run: Path) -> list[str]:

@@ -153,16 +153,23 @@ def test_student_pretrains_on_streamed_rows_with_both_loss_parts(first):
 
 def test_rerun_skips_every_finished_stage(first, monkeypatch):
     """... and continues the same MLflow runs: no new run, each stage tagged as skipped this time;
-    it starts or joins no Ray cluster (nothing is left to run)."""
+    it starts or joins no Ray cluster (nothing is left to run), and lists each stage's files once
+    (on remote storage every listed file is a request)."""
     from mlflow import MlflowClient
 
+    from kddocre_ray.pipeline import stages as stages_module
+
     monkeypatch.setattr("kddocre_ray.pipeline.run.init_ray", lambda *a, **k: pytest.fail("a finished pipeline used Ray"))
+    listed = []
+    check_files = stages_module.check_files
+    monkeypatch.setattr(stages_module, "check_files", lambda folder, files: listed.append(folder) or check_files(folder, files))
     out, args, metrics = first
     client = MlflowClient(f"sqlite:///{out.parent / 'mlflow.db'}")
     before = json.loads((out / "p" / "tracking.json").read_text())
     again = run(args, out, default_store_in=out.parent)
     assert statuses(out / "p") == {s: "skipped" for s in STAGES}
     assert again["test"] == metrics["test"]
+    assert sorted(map(str, listed)) == sorted(map(str, {**stage_dirs(out), "evaluate": out / "p"}.values()))
     state, parent, runs = stage_runs(client, out / "p")
     assert state["parent"] == before["parent"] and state["runs"] == before["runs"]
     assert parent.info.status == "FINISHED"

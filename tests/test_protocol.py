@@ -42,6 +42,8 @@ def runs(tmp_path):
                 teacher.mkdir(parents=True, exist_ok=True)
                 (teacher / "metrics.json").write_text(json.dumps({"test": _metrics(TEACHER[protocol.SEEDS.index(seed)])}))
                 (teacher / "checkpoint").mkdir(exist_ok=True)
+                for finished in (teacher, run):  # a stage counts once its manifest is written
+                    (finished / "manifest.json").write_text(json.dumps({"stage": finished.name}))
                 stages = {"teacher": {"folder": str(teacher)}, "evaluate": {"folder": str(run)}}
                 (run / "pipeline.json").write_text(json.dumps({"stages": stages}))
     return out
@@ -70,6 +72,9 @@ def test_a_missing_seed_is_a_dash_and_the_row_says_how_many(runs):
     (runs / "kd_kl_s42" / "metrics.json").unlink()  # a run still going
     row = _row(protocol.main_table(runs, protocol.SEEDS), "KD-KL")
     assert row[1] == "2 of 3" and row[2] == "54.25 ± 0.35 (54.50 / – / 54.00)"
+    # a teacher stage that wrote its scores but was stopped before its manifest has not finished
+    (runs / "stages" / "teacher-7" / "manifest.json").unlink()
+    assert _row(protocol.main_table(runs, protocol.SEEDS), "teacher")[1:3] == ["2 of 3", "48.50 ± 0.71 (49.00 / 48.00 / –)"]
 
 
 def test_claims_are_paired_per_seed_differences_with_a_verdict(runs):

@@ -55,7 +55,7 @@ def check_inputs(conf: Config, until: str | None = None) -> list[Stage]:
     for stage in stages:
         if stage.conf is not None and stage.conf.train.strategy == StrategyName.deepspeed:
             check_deepspeed_file(stage.conf.train.deepspeed_config, stage.conf, stage.conf.scale.num_workers)
-        if stage.name == "ingest" and not stage.complete:
+        if stage.name == "ingest" and not stage.recorded:
             p = conf.pipeline
             usable = False  # every document checked, one at a time: the corpus may not fit in memory
             for _, doc in iter_docs(p.corpus, schema, skip_bad=conf.data.skip_bad_docs):
@@ -81,7 +81,9 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
             from ..tracking import MlflowReporter
 
             reporter = Reporters(reporter, MlflowReporter(conf, run_dir, stages[-1].fingerprint, log))
-    todo = [stage for stage in stages if not stage.complete]
+    # start-up reads each manifest; a stage's files are listed once, when its turn comes (a
+    # concurrent trial may finish a shared stage meanwhile)
+    todo = [stage for stage in stages if not stage.recorded]
     if todo:  # a finished pipeline starts no cluster: its rerun answers at once
         init_ray(conf)
     for stage in todo:  # every training stage fits the cluster, before the first one starts
@@ -96,9 +98,10 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
             if damage is not None:
                 log(f"[kddocre] stage {stage.name} in {stage.folder} is damaged ({damage}): rebuilding it")
                 stage.discard()
-            if stage.complete:
+            if damage is None and stage.recorded:
                 reporter.skipped(stage.name, stage.fingerprint, stage.folder)
             else:
+                init_ray(conf)  # started above, unless every stage was recorded and this one's files were damaged
                 # a training stage reports its own derived config; a data stage what its fingerprint holds
                 params = flatten(to_dict(stage.conf)) if stage.conf else stage.values
                 reporter.started(stage.name, stage.fingerprint, params)

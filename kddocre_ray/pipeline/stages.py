@@ -57,9 +57,18 @@ class Stage:
         return read_json(path) if path.exists() else None
 
     @property
+    def recorded(self) -> bool:
+        """Its manifest names this fingerprint: finished, unless its files were damaged since
+        (`damage`). One small read, without listing the files."""
+        try:
+            m = self.manifest
+        except InputError:
+            return False
+        return m is not None and m.get("fingerprint") == self.fingerprint
+
+    @property
     def complete(self) -> bool:
-        m = self.manifest
-        return m is not None and m.get("fingerprint") == self.fingerprint and self.damage() is None
+        return self.recorded and self.damage() is None
 
     def damage(self) -> str | None:
         """Why a finished stage's outputs cannot be reused (None: they can, or there is no
