@@ -140,6 +140,21 @@ def claims_table(runs: Path, seeds: tuple[int, ...], paper: dict[str, str]) -> s
     return "\n".join(lines)
 
 
+def runs_table(runs: Path) -> str:
+    """Each run as protocol.json logged it: its command, when it first started, its wall time over
+    every invocation (a killed run is finished by the next), the commit(s) and the machine(s)."""
+    if not (runs / LOG).exists():
+        return f"(no {LOG} in {runs})"
+    lines = ["| run | command | started | invocations | wall min | commit | machine | last exit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, entries in json.loads((runs / LOG).read_text()).items():
+        commits, machines = (", ".join(dict.fromkeys(e[k] for e in entries)) for k in ("commit", "machine"))
+        wall = sum(e["wall_s"] for e in entries) / 60
+        lines.append(f"| {name} | `{entries[0]['command']}` | {entries[0]['started']} | {len(entries)} | {wall:.1f} | "
+                     f"{commits} | {machines} | {entries[-1]['exit']} |")
+    return "\n".join(lines)
+
+
 def machine() -> str:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
@@ -235,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     print(main_table(runs, seeds))
     print()
     print(claims_table(runs, seeds, PAPER))
+    print()
+    print(runs_table(runs))
 
 
 if __name__ == "__main__":
