@@ -1,6 +1,8 @@
 """Turn pair logits into relation triples with the threshold-class rule."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from .data.features import Feature, pair_index
@@ -23,14 +25,22 @@ def decode(logits: torch.Tensor, num_labels: int = 4, fixed_threshold: bool = Fa
     return out
 
 
+def relations(keep: torch.Tensor, n_entities: int) -> Iterator[tuple[int, int, int, int]]:
+    """(pair row, head, tail, relation id) of each relation `keep` (one document's rows of
+    `decode`'s output) marks, in pair_index order; column 0 (no relation) is never one."""
+    pairs = pair_index(n_entities)
+    rows, cols = keep[:, 1:].nonzero(as_tuple=True)
+    for p, c in zip(rows.tolist(), cols.tolist()):
+        h, t = pairs[p].tolist()
+        yield p, h, t, c + 1
+
+
 def to_triples(pred: torch.Tensor, batch: list[Feature], id2rel: dict[int, str]) -> list[dict]:
     """DocRED submission records for the predictions of a batch (pairs in batch order)."""
     triples, offset = [], 0
     for f in batch:
-        pairs = pair_index(f.n_entities)
-        rows, cols = pred[offset:offset + len(pairs), 1:].nonzero(as_tuple=True)
-        for p, c in zip(rows.tolist(), cols.tolist()):
-            h, t = pairs[p].tolist()
-            triples.append({"title": f.title, "h_idx": h, "t_idx": t, "r": id2rel[c + 1], "evidence": []})
-        offset += len(pairs)
+        n_pairs = f.n_entities * (f.n_entities - 1)
+        triples += [{"title": f.title, "h_idx": h, "t_idx": t, "r": id2rel[r], "evidence": []}
+                    for _, h, t, r in relations(pred[offset:offset + n_pairs], f.n_entities)]
+        offset += n_pairs
     return triples

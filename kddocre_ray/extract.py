@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .data.docred import validate_doc
-from .data.features import pair_index
 from .data.text import Text, build_docs, load_nlp
+from .decode import relations
 from .errors import InputError
 from .inference import Predictor
 
@@ -90,15 +90,13 @@ class Extractor:
         feats = self.predictor.features(docs)
         per_doc: list[list[dict]] = [[] for _ in docs]
         for i, keep, score in self.predictor.decoded(feats, min_score):
-            pairs, entities = pair_index(feats[i].n_entities), docs[i]["vertexSet"]
-            rows, cols = keep[:, 1:].nonzero(as_tuple=True)
-            for p, c in zip(rows.tolist(), cols.tolist()):
-                h, t = pairs[p].tolist()
-                rel = self.schema.id2rel[c + 1]
+            entities = docs[i]["vertexSet"]
+            for p, h, t, r in relations(keep, feats[i].n_entities):
+                rel = self.schema.id2rel[r]
                 per_doc[i].append({"title": docs[i]["title"], "head": entity_record(entities[h]),
                                    "tail": entity_record(entities[t]), "relation": rel,
                                    "relation_name": self.schema.names.get(rel, rel),
-                                   "score": round(float(score[p, c + 1]), 4), "h_idx": h, "t_idx": t})
+                                   "score": round(float(score[p, r]), 4), "h_idx": h, "t_idx": t})
         return [r for recs in per_doc for r in sorted(recs, key=lambda r: (r["h_idx"], r["t_idx"], -r["score"]))]
 
     def triples(self, docs: list[dict]) -> list[dict]:

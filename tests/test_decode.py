@@ -2,7 +2,7 @@
 import torch
 
 from kddocre_ray.data.features import Feature
-from kddocre_ray.decode import decode, to_triples
+from kddocre_ray.decode import decode, relations, to_triples
 
 
 def test_th_rule_with_top_k():
@@ -41,3 +41,21 @@ def test_to_triples_maps_pairs_in_row_major_order():
     pred[5] = torch.tensor([0, 0, 1.0])
     triples = to_triples(pred, [f], {0: "Na", 1: "P1", 2: "P2"})
     assert triples == [{"title": "d", "h_idx": 2, "t_idx": 1, "r": "P2", "evidence": []}]
+
+
+def test_to_triples_walks_each_document_of_a_batch_by_its_own_pairs():
+    """Two documents of 3 and 2 entities: rows 0-5 are the first's pairs, rows 6-7 the second's
+    (0,1) and (1,0)."""
+    a, b = Feature("a", [101], [[1], [2], [3]], []), Feature("b", [101], [[1], [2]], [])
+    pred = torch.zeros(8, 3)
+    pred[:, 0] = 1
+    pred[1] = torch.tensor([0, 1.0, 1.0])  # a: (0, 2) holds P1 and P2
+    pred[7] = torch.tensor([0, 1.0, 0])  # b: (1, 0) holds P1
+    triples = to_triples(pred, [a, b], {0: "Na", 1: "P1", 2: "P2"})
+    assert [(r["title"], r["h_idx"], r["t_idx"], r["r"]) for r in triples] == \
+        [("a", 0, 2, "P1"), ("a", 0, 2, "P2"), ("b", 1, 0, "P1")]
+
+
+def test_relations_never_yields_the_no_relation_column():
+    keep = torch.tensor([[1.0, 0, 0], [1.0, 1.0, 0]])  # column 0 set beside a relation still is no relation
+    assert list(relations(keep, 2)) == [(1, 1, 0, 1)]
