@@ -84,8 +84,9 @@ def test_metrics(runs: Path, variant: Variant, seed: int) -> dict | None:
 
 
 def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    """Mean ± sample std; one value has no std (a dash)."""
+    std = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "–"
+    return f"{statistics.mean(values):.2f} ± {std}"
 
 
 def main_table(runs: Path, seeds: tuple[int, ...]) -> str:

@@ -80,6 +80,9 @@ def test_a_missing_seed_is_a_dash_and_the_row_says_how_many(runs):
     # a teacher stage that wrote its scores but was stopped before its manifest has not finished
     (runs / "stages" / "teacher-7" / "manifest.json").unlink()
     assert _row(protocol.main_table(runs, protocol.SEEDS), "teacher")[1:3] == ["2 of 3", "48.50 ± 0.71 (49.00 / 48.00 / –)"]
+    for seed in (42, 7):  # one seed has no spread
+        (runs / f"afl_s{seed}" / "metrics.json").unlink()
+    assert _row(protocol.main_table(runs, protocol.SEEDS), "+ AFL")[1:3] == ["1 of 3", "46.00 ± – (46.00 / – / –)"]
 
 
 def test_claims_are_paired_per_seed_differences_with_a_verdict(runs):
@@ -133,3 +136,14 @@ def test_the_runs_table_sums_a_resumed_runs_invocations(runs):
     assert table[2] == ("| atlop_s66 | `kddocre train --config atlop.yaml` | 2026-11-30 18:32:06 UTC | 2 | 15.0 | "
                         "abc1234, def5678 | 2 cores X, native bf16 | 0 |")
     assert table[3].startswith("| afl_s66 |") and "| 1 | 20.5 | abc1234 |" in table[3]
+
+
+def test_docs_show_what_the_committed_runs_print(capsys):
+    """docs/results.md quotes `python bench/protocol.py --table-only --runs docs/runs/protocol`
+    word for word: the tables there are rebuilt from the committed run files, not typed."""
+    runs = REPO / "docs" / "runs" / "protocol"
+    if not runs.exists():
+        pytest.skip("no protocol runs committed yet")
+    protocol.main(["--table-only", "--runs", str(runs)])
+    printed = capsys.readouterr().out.strip()
+    assert printed and printed in (REPO / "docs" / "results.md").read_text()
