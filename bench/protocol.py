@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -151,7 +152,8 @@ def runs_table(runs: Path) -> str:
     for name, entries in json.loads((runs / LOG).read_text()).items():
         commits, machines = (", ".join(dict.fromkeys(e[k] for e in entries)) for k in ("commit", "machine"))
         wall = sum(e["wall_s"] for e in entries) / 60
-        lines.append(f"| {name} | `{entries[0]['command']}` | {entries[0]['started']} | {len(entries)} | {wall:.1f} | "
+        command = re.sub(r"/\S*?/(?=(configs|runs)/)", "", entries[0]["command"])  # as run from the repository root
+        lines.append(f"| {name} | `{command}` | {entries[0]['started']} | {len(entries)} | {wall:.1f} | "
                      f"{commits} | {machines} | {entries[-1]['exit']} |")
     return "\n".join(lines)
 

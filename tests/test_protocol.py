@@ -46,7 +46,7 @@ def runs(tmp_path):
                     (finished / "manifest.json").write_text(json.dumps({"stage": finished.name}))
                 stages = {"teacher": {"folder": str(teacher)}, "evaluate": {"folder": str(run)}}
                 (run / "pipeline.json").write_text(json.dumps({"stages": stages}))
-    entry = {"command": "kddocre train --config atlop.yaml", "commit": "abc1234", "machine": "2 cores X, native bf16",
+    entry = {"command": "kddocre train --config /x/repo/configs/atlop.yaml output_dir=/x/repo/runs/p", "commit": "abc1234", "machine": "2 cores X, native bf16",
              "started": "2026-11-30 18:32:06 UTC", "exit": 0}
     (out / "protocol.json").write_text(json.dumps({"atlop_s66": [{**entry, "wall_s": 600, "exit": -9},
                                                                  {**entry, "wall_s": 300, "commit": "def5678"}],
@@ -131,9 +131,9 @@ def test_an_unknown_variant_is_refused_before_any_run(tmp_path, capsys):
 
 def test_the_runs_table_sums_a_resumed_runs_invocations(runs):
     """A run killed and finished by a second invocation: one row, both wall times, both commits,
-    the exit of the last."""
+    the exit of the last; its command as run from the repository root."""
     table = protocol.runs_table(runs).splitlines()
-    assert table[2] == ("| atlop_s66 | `kddocre train --config atlop.yaml` | 2026-11-30 18:32:06 UTC | 2 | 15.0 | "
+    assert table[2] == ("| atlop_s66 | `kddocre train --config configs/atlop.yaml output_dir=runs/p` | 2026-11-30 18:32:06 UTC | 2 | 15.0 | "
                         "abc1234, def5678 | 2 cores X, native bf16 | 0 |")
     assert table[3].startswith("| afl_s66 |") and "| 1 | 20.5 | abc1234 |" in table[3]
 
