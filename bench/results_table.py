@@ -43,10 +43,13 @@ def row(run: Path) -> str:
 def stage_folders(run: Path) -> dict[str, Path]:
     """Where each stage of the pipeline run folder `run` holds its files here, found through
     pipeline.json: the stage's own folder, else the run folder's `stages/` (a copy such as
-    docs/runs/, made on another machine); a stage found in neither is left out."""
+    docs/runs/, made on another machine); a stage found in neither, or still running (pipeline.json
+    names its folder once it has finished), is left out."""
     stages = json.loads((run / layout.PIPELINE).read_text())["stages"]
     found = {}
     for name, s in stages.items():
+        if "folder" not in s:
+            continue
         folder = Path(s["folder"])
         for candidate in (folder, run / layout.STAGES / folder.name, run if folder.name == run.name else None):
             if candidate is not None and (candidate / layout.MANIFEST).exists():

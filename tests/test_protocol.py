@@ -80,6 +80,9 @@ def test_a_missing_seed_is_a_dash_and_the_row_says_how_many(runs):
     # a teacher stage that wrote its scores but was stopped before its manifest has not finished
     (runs / "stages" / "teacher-7" / "manifest.json").unlink()
     assert _row(protocol.main_table(runs, protocol.SEEDS), "teacher")[1:3] == ["2 of 3", "48.50 ± 0.71 (49.00 / 48.00 / –)"]
+    # a pipeline whose teacher stage is still running: pipeline.json has no folder for it yet
+    (runs / "kd_mse_s42" / "pipeline.json").write_text(json.dumps({"stages": {"teacher": {"status": "running"}}}))
+    assert _row(protocol.main_table(runs, protocol.SEEDS), "teacher")[1:3] == ["1 of 3", "49.00 ± – (49.00 / – / –)"]
     for seed in (42, 7):  # one seed has no spread
         (runs / f"afl_s{seed}" / "metrics.json").unlink()
     assert _row(protocol.main_table(runs, protocol.SEEDS), "+ AFL")[1:3] == ["1 of 3", "46.00 ± – (46.00 / – / –)"]
