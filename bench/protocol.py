@@ -204,12 +204,13 @@ def run_all(out: Path, variants: list[Variant], seeds: tuple[int, ...], extra: l
 
 def copy_runs(runs: Path, dest: Path, seeds: tuple[int, ...]) -> None:
     """What the tables read, for docs/runs/: each run folder's config, metrics and pipeline.json,
-    and the stages' manifests and metrics under stages/; the checkpoints stay behind."""
+    and its finished stages' manifests and metrics under stages/ (a pipeline still running gives
+    the teacher's row once its teacher stage has finished); the checkpoints stay behind."""
     wanted = (layout.CONFIG, layout.METRICS, layout.PIPELINE, layout.MANIFEST)
     for v in [v for v in VARIANTS if v.stage is None]:
         for seed in seeds:
             run = runs / v.run_name(seed)
-            if not (run / layout.METRICS).exists():
+            if not (run / layout.METRICS).exists() and not (run / layout.PIPELINE).exists():
                 continue
             target = dest / run.name
             target.mkdir(parents=True, exist_ok=True)
