@@ -55,7 +55,7 @@ def main() -> None:
             full += counter.get_total_flops()
             model.zero_grad()
         n = len(feats)
-        pairs = sum(f.n_entities * (f.n_entities - 1) for f in feats) / n
+        pairs = sum(f.n_pairs for f in feats) / n
         tokens = sum(len(f.input_ids) for f in feats) / n
         print(f"| {name} | {pairs:.0f} | {tokens:.0f} | {enc / n / 1e9:.1f} | {full / n / 1e9:.1f} | {enc / full:.2f} |")
 

@@ -35,12 +35,7 @@ def relations(keep: torch.Tensor, n_entities: int) -> Iterator[tuple[int, int, i
         yield p, h, t, c + 1
 
 
-def to_triples(pred: torch.Tensor, batch: list[Feature], id2rel: dict[int, str]) -> list[dict]:
-    """DocRED submission records for the predictions of a batch (pairs in batch order)."""
-    triples, offset = [], 0
-    for f in batch:
-        n_pairs = f.n_entities * (f.n_entities - 1)
-        triples += [{"title": f.title, "h_idx": h, "t_idx": t, "r": id2rel[r], "evidence": []}
-                    for _, h, t, r in relations(pred[offset:offset + n_pairs], f.n_entities)]
-        offset += n_pairs
-    return triples
+def to_triples(pred: torch.Tensor, f: Feature, id2rel: dict[int, str]) -> list[dict]:
+    """DocRED submission records for one document's predictions (its rows of `decode`'s output)."""
+    return [{"title": f.title, "h_idx": h, "t_idx": t, "r": id2rel[r], "evidence": []}
+            for _, h, t, r in relations(pred, f.n_entities)]

@@ -14,7 +14,7 @@ import torch
 from .checkpoint import load_model, resolve_checkpoint
 from .config import Config
 from .data.docred import RelSchema
-from .data.features import Feature, doc_features
+from .data.features import Feature, doc_features, per_document
 from .decode import decode, to_triples
 from .precision import autocast, resolve_precision
 
@@ -56,8 +56,7 @@ class Predictor:
         """Per document, in input order: (n(n-1), C) fp32 logits on the CPU, pairs in `pair_index` order."""
         out: list[torch.Tensor | None] = [None] * len(feats)
         for idx, logits in self.batches(feats):
-            sizes = [feats[i].n_entities * (feats[i].n_entities - 1) for i in idx]
-            for i, part in zip(idx, logits.cpu().split(sizes)):
+            for i, part in zip(idx, per_document(logits.cpu(), [feats[i] for i in idx])):
                 out[i] = part
         return out
 
@@ -69,14 +68,14 @@ class Predictor:
         for idx, logits in self.batches(feats):
             keep = decode(logits, self.conf.model.num_labels, fixed, min_score)
             score = logits if fixed else logits - logits[:, :1]
-            sizes = [feats[i].n_entities * (feats[i].n_entities - 1) for i in idx]
-            yield from zip(idx, keep.split(sizes), score.split(sizes))
+            batch = [feats[i] for i in idx]
+            yield from zip(idx, per_document(keep, batch), per_document(score, batch))
 
     def triples_by_doc(self, feats: list[Feature]) -> list[list[dict]]:
         """Predicted relations in DocRED submission format, per document, in input order."""
         out: list[list[dict]] = [[] for _ in feats]
         for i, keep, _ in self.decoded(feats):
-            out[i] = to_triples(keep, [feats[i]], self.schema.id2rel)
+            out[i] = to_triples(keep, feats[i], self.schema.id2rel)
         return out
 
     def triples(self, feats: list[Feature]) -> list[dict]:

@@ -1,7 +1,7 @@
 """Decoding: the TH rule, the top-k cap and the BCE fixed threshold, and triple records."""
 import torch
 
-from kddocre_ray.data.features import Feature
+from kddocre_ray.data.features import Feature, per_document
 from kddocre_ray.decode import decode, relations, to_triples
 
 
@@ -39,11 +39,11 @@ def test_to_triples_maps_pairs_in_row_major_order():
     pred = torch.zeros(6, 3)
     pred[:, 0] = 1
     pred[5] = torch.tensor([0, 0, 1.0])
-    triples = to_triples(pred, [f], {0: "Na", 1: "P1", 2: "P2"})
+    triples = to_triples(pred, f, {0: "Na", 1: "P1", 2: "P2"})
     assert triples == [{"title": "d", "h_idx": 2, "t_idx": 1, "r": "P2", "evidence": []}]
 
 
-def test_to_triples_walks_each_document_of_a_batch_by_its_own_pairs():
+def test_a_batch_splits_per_document_by_each_ones_own_pairs():
     """Two documents of 3 and 2 entities: rows 0-5 are the first's pairs, rows 6-7 the second's
     (0,1) and (1,0)."""
     a, b = Feature("a", [101], [[1], [2], [3]], []), Feature("b", [101], [[1], [2]], [])
@@ -51,7 +51,9 @@ def test_to_triples_walks_each_document_of_a_batch_by_its_own_pairs():
     pred[:, 0] = 1
     pred[1] = torch.tensor([0, 1.0, 1.0])  # a: (0, 2) holds P1 and P2
     pred[7] = torch.tensor([0, 1.0, 0])  # b: (1, 0) holds P1
-    triples = to_triples(pred, [a, b], {0: "Na", 1: "P1", 2: "P2"})
+    parts = per_document(pred, [a, b])
+    assert [p.shape[0] for p in parts] == [a.n_pairs, b.n_pairs] == [6, 2]
+    triples = [t for f, p in zip([a, b], parts) for t in to_triples(p, f, {0: "Na", 1: "P1", 2: "P2"})]
     assert [(r["title"], r["h_idx"], r["t_idx"], r["r"]) for r in triples] == \
         [("a", 0, 2, "P1"), ("a", 0, 2, "P2"), ("b", 1, 0, "P1")]
 

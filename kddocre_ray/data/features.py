@@ -28,6 +28,11 @@ class Feature:
     def n_entities(self) -> int:
         return len(self.entity_pos)
 
+    @property
+    def n_pairs(self) -> int:
+        """Its ordered entity pairs: the rows `pair_index` lists, one per row of its logits."""
+        return self.n_entities * (self.n_entities - 1)
+
 
 def doc_features(doc: dict, tokenizer, schema: RelSchema) -> Feature:
     """Tokenize word by word (one batched tokenizer call), inserting markers around mentions."""
@@ -67,10 +72,15 @@ def pair_index(n: int) -> torch.Tensor:
     return torch.stack([h[keep], t[keep]], dim=1)
 
 
+def per_document(rows: torch.Tensor, batch: list[Feature]) -> tuple[torch.Tensor, ...]:
+    """A batch's pair rows (concatenated in batch order, as the model returns them), cut per document."""
+    return rows.split([f.n_pairs for f in batch])
+
+
 def label_matrix(f: Feature, num_classes: int) -> torch.Tensor:
     """Multi-hot labels of every pair in `pair_index` order; column 0 (TH / NA) set for no relation."""
     n = f.n_entities
-    y = torch.zeros(n * (n - 1), num_classes)
+    y = torch.zeros(f.n_pairs, num_classes)
     if f.labels:
         h, t, r = torch.tensor(f.labels).T
         y[h * (n - 1) + t - (t > h).long(), r] = 1.0
