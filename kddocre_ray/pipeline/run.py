@@ -94,11 +94,11 @@ def run_pipeline(conf: Config, reporter: Reporter | None = None, log=print, unti
     done: dict[str, Stage] = {}
     try:
         for stage in stages:
-            damage = stage.damage()
+            recorded, damage = stage.state()
             if damage is not None:
                 log(f"[kddocre] stage {stage.name} in {stage.folder} is damaged ({damage}): rebuilding it")
                 stage.discard()
-            if damage is None and stage.recorded:
+            if recorded and damage is None:
                 reporter.skipped(stage.name, stage.fingerprint, stage.folder)
             else:
                 init_ray(conf)  # started above, unless every stage was recorded and this one's files were damaged

@@ -68,23 +68,28 @@ class Stage:
 
     @property
     def complete(self) -> bool:
-        return self.recorded and self.damage() is None
+        return self.state() == (True, None)
 
     def damage(self) -> str | None:
-        """Why a finished stage's outputs cannot be reused (None: they can, or there is no
-        manifest yet): an unreadable manifest, or a file it lists missing or of another size.
-        Sizes cost one listing per file; `kddocre verify` reads the bytes (`verify_stage`)."""
+        return self.state()[1]
+
+    def state(self) -> tuple[bool, str | None]:
+        """(recorded: its manifest names this fingerprint, damage: why its outputs cannot be reused,
+        or None), from one read of the manifest. Damage is an unreadable manifest, or a file it lists
+        missing or of another size: one listing per file; `kddocre verify` reads the bytes
+        (`verify_stage`)."""
         try:
             m = self.manifest
         except InputError as e:
-            return str(e)
+            return False, str(e)
         if m is None:
-            return None
+            return False, None
+        recorded = m.get("fingerprint") == self.fingerprint
         bad = check_files(self.folder, m.get("files") or {})  # manifests from before files were recorded: {}
         if not bad:
-            return None
+            return recorded, None
         said = "; ".join(f"{name}: {what}" for name, what in bad[:3])
-        return f"{said}{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}"
+        return recorded, f"{said}{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}"
 
     def discard(self) -> None:
         """Forget a damaged build: its folder goes (a training stage then trains again from
