@@ -90,7 +90,9 @@ def shoot(chromium: str, url: str, out: str, size: str, params: list[str] | None
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(120_000)
             page.add_init_script(HIDE_ASSISTANT)
-            page.goto(url, wait_until="networkidle")
+            # not "networkidle": MLflow's telemetry web worker keeps a request open (no network here);
+            # the waits below are for the elements themselves
+            page.goto(url, wait_until="load")
             page.add_style_tag(content="[data-assistant-ui] { display: none !important; }")
             if params is not None:
                 clear = page.get_by_test_id("clear-button")  # under the plot's two selects
